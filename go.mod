@@ -1,0 +1,3 @@
+module github.com/spigot-llm/spigot
+
+go 1.26
