@@ -620,3 +620,34 @@ func (f *File) Tensor(name string) (*Tensor, bool) {
 	}
 	return f.Tensors[i], true
 }
+
+// New assembles a File from metadata and tensors that are already in
+// memory, as loaders of other formats do. Tensor Size is set from the type
+// and dims and must match len(Data). close, if not nil, is called by Close.
+func New(kvs []KV, tensors []*Tensor, close func() error) (*File, error) {
+	f := &File{Version: 3, Alignment: DefaultAlignment, KVs: kvs, Tensors: tensors, kv: map[string]int{}, tensors: map[string]int{}, unmap: close}
+	for i, kv := range kvs {
+		if _, dup := f.kv[kv.Key]; dup {
+			return nil, fmt.Errorf("gguf: duplicate metadata key %q", kv.Key)
+		}
+		f.kv[kv.Key] = i
+	}
+	for i, t := range tensors {
+		if _, dup := f.tensors[t.Name]; dup {
+			return nil, fmt.Errorf("gguf: duplicate tensor name %q", t.Name)
+		}
+		f.tensors[t.Name] = i
+		if len(t.Dims) == 0 {
+			return nil, fmt.Errorf("gguf: tensor %q has no dimensions", t.Name)
+		}
+		row, err := t.Type.RowSize(int(t.Dims[0]))
+		if err != nil {
+			return nil, fmt.Errorf("gguf: tensor %q: %w", t.Name, err)
+		}
+		t.Size = uint64(row) * (t.Elements() / t.Dims[0])
+		if uint64(len(t.Data)) != t.Size {
+			return nil, fmt.Errorf("gguf: tensor %q: %d bytes of data, want %d", t.Name, len(t.Data), t.Size)
+		}
+	}
+	return f, nil
+}

@@ -1,0 +1,62 @@
+package kvcache
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestReserveRelease(t *testing.T) {
+	c, err := New(Config{Layers: 2, KVDim: 3, BlockSize: 4, Blocks: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.NewSeq(), c.NewSeq()
+	if err := a.Reserve(9); err != nil { // 3 blocks
+		t.Fatal(err)
+	}
+	if got := c.BlocksInUse(); got != 3 {
+		t.Errorf("BlocksInUse = %d, want 3", got)
+	}
+	if err := b.Reserve(12); !errors.Is(err, ErrFull) { // needs 3, 2 left
+		t.Errorf("Reserve beyond the pool = %v, want ErrFull", err)
+	}
+	if got := c.BlocksInUse(); got != 3 {
+		t.Errorf("a failed Reserve kept blocks: in use %d, want 3", got)
+	}
+	// Writes through K/V land where Span reads them, and sequences do not overlap.
+	for pos := range 9 {
+		for l := range 2 {
+			a.K(l, pos)[0] = float32(100*l + pos)
+			a.V(l, pos)[2] = -float32(100*l + pos)
+		}
+	}
+	a.SetLen(9)
+	if err := b.Reserve(8); err != nil {
+		t.Fatal(err)
+	}
+	for pos := range 8 {
+		b.K(1, pos)[0] = 7
+	}
+	for pos := 0; pos < 9; {
+		k, v, end := a.Span(1, pos, 9)
+		for i := pos; i < end; i++ {
+			if k[(i-pos)*3] != float32(100+i) || v[(i-pos)*3+2] != -float32(100+i) {
+				t.Fatalf("Span(1, %d) position %d = %v/%v", pos, i, k[(i-pos)*3], v[(i-pos)*3+2])
+			}
+		}
+		pos = end
+	}
+	a.Release()
+	b.Release()
+	if got := c.BlocksInUse(); got != 0 {
+		t.Errorf("after Release, BlocksInUse = %d, want 0", got)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []Config{{}, {Layers: 1, KVDim: 1, Blocks: -1}, {Layers: 1 << 20, KVDim: 1 << 20, BlockSize: 1 << 10, Blocks: 1 << 20}} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+}
