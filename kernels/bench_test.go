@@ -1,0 +1,186 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/spigot-llm/spigot/kernels/kerneltest"
+	"github.com/spigot-llm/spigot/quant"
+)
+
+// The matmul benchmarks use GOMAXPROCS threads, so
+//
+//	go test -run - -bench MatMul -cpu 1,2 ./kernels
+//
+// compares one and two threads. MB/s is weight bytes read per second (the
+// effective bandwidth, which bounds decode speed); GFLOP/s counts a
+// multiply-add as two operations.
+
+var benchShapes = []struct{ rows, cols int }{
+	{768, 768}, {2048, 768}, {768, 2048}, {4096, 4096},
+}
+
+var benchTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0}
+
+func randMatrix(r *rand.Rand, t quant.Type, rows, cols int) Matrix {
+	rs, err := t.RowSize(cols)
+	if err != nil {
+		panic(err)
+	}
+	data := make([]byte, 0, rows*rs)
+	// Quantizing every row is slow for big matrices; repeat a few rows.
+	var pool [][]byte
+	for range 16 {
+		row, _ := kerneltest.RandRow(r, t, cols)
+		pool = append(pool, row)
+	}
+	for i := range rows {
+		data = append(data, pool[i%len(pool)]...)
+	}
+	return Matrix{Type: t, Data: data, Rows: rows, Cols: cols}
+}
+
+func BenchmarkMatMul(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, t := range benchTypes {
+		b.Run(t.String(), func(b *testing.B) {
+			for _, s := range benchShapes {
+				m := randMatrix(r, t, s.rows, s.cols)
+				b.Run(fmt.Sprintf("%dx%d", s.rows, s.cols), func(b *testing.B) {
+					for _, batch := range []int{1, 16} {
+						b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+							x := make([]float32, batch*s.cols)
+							for i := range x {
+								x[i] = float32(r.NormFloat64())
+							}
+							out := make([]float32, batch*s.rows)
+							// Made here, not above: the testing package
+							// sets GOMAXPROCS per -cpu value only around
+							// leaf benchmarks.
+							p := NewPool(runtime.GOMAXPROCS(0))
+							defer p.Close()
+							b.SetBytes(int64(len(m.Data)))
+							for b.Loop() {
+								MatMul(p, out, m, x, batch)
+							}
+							flops := 2 * float64(s.rows) * float64(s.cols) * float64(batch) * float64(b.N)
+							b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+						})
+					}
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkDotRow is one row's dot product, the matvec inner loop, per
+// kernel set.
+func BenchmarkDotRow(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	const n = 4096
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	sets := []impl{generic}
+	if active.name != generic.name {
+		sets = append(sets, active)
+	}
+	for _, k := range sets {
+		for _, t := range benchTypes {
+			row, _ := kerneltest.RandRow(r, t, n)
+			f := k.rowDot[slot(t)]
+			b.Run(k.name+"/"+t.String(), func(b *testing.B) {
+				b.SetBytes(int64(len(row)))
+				var s float32
+				for b.Loop() {
+					s += f(row, x)
+				}
+				_ = s
+			})
+		}
+	}
+}
+
+func BenchmarkDot(b *testing.B) {
+	for _, n := range []int{64, 768, 4096} {
+		x, y := make([]float32, n), make([]float32, n)
+		for i := range x {
+			x[i], y[i] = float32(i), float32(n-i)
+		}
+		b.Run(fmt.Sprintf("naive/%d", n), func(b *testing.B) {
+			b.SetBytes(int64(8 * n))
+			var s float32
+			for b.Loop() {
+				var sum float32
+				for i := range x {
+					sum += x[i] * y[i]
+				}
+				s += sum
+			}
+			_ = s
+		})
+		b.Run(fmt.Sprintf("Dot/%d", n), func(b *testing.B) {
+			b.SetBytes(int64(8 * n))
+			var s float32
+			for b.Loop() {
+				s += Dot(x, y)
+			}
+			_ = s
+		})
+	}
+}
+
+func BenchmarkVec(b *testing.B) {
+	const n = 2048
+	r := rand.New(rand.NewPCG(5, 6))
+	x, y, w := make([]float32, n), make([]float32, n), make([]float32, n)
+	for i := range x {
+		x[i], y[i], w[i] = float32(r.NormFloat64()), float32(r.NormFloat64()), float32(r.NormFloat64())
+	}
+	b.Run("RMSNorm", func(b *testing.B) {
+		out := make([]float32, n)
+		for b.Loop() {
+			RMSNorm(out, x, w, 1e-5)
+		}
+	})
+	b.Run("Softmax", func(b *testing.B) {
+		s := make([]float32, n)
+		for b.Loop() {
+			copy(s, x)
+			Softmax(s)
+		}
+	})
+	b.Run("SiLUMul", func(b *testing.B) {
+		g := make([]float32, n)
+		for b.Loop() {
+			copy(g, x)
+			SiLUMul(g, y)
+		}
+	})
+	b.Run("RoPE", func(b *testing.B) {
+		cos, sin := w[:32], y[:32]
+		for b.Loop() {
+			RoPE(x[:n], n/64, 64, 7, cos, sin, false)
+		}
+	})
+	b.Run("Axpy", func(b *testing.B) {
+		for b.Loop() {
+			Axpy(1e-3, x, y)
+		}
+	})
+}
+
+// BenchmarkPoolFor is the fixed cost of one parallel loop with no work.
+func BenchmarkPoolFor(b *testing.B) {
+	fn := func(lo, hi int) {}
+	b.Run("empty", func(b *testing.B) {
+		p := NewPool(runtime.GOMAXPROCS(0))
+		defer p.Close()
+		for b.Loop() {
+			p.For(64, fn)
+		}
+	})
+}

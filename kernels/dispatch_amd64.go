@@ -1,0 +1,117 @@
+//go:build !noasm
+
+package kernels
+
+import "github.com/spigot-llm/spigot/quant"
+
+// The AVX2 kernels in dot_amd64.s. Each is its generic counterpart in
+// kernels_generic.go (same reference loop, see there) with 8-lane vectors,
+// fused multiply-adds and four vector accumulators, so its summation order,
+// and hence its rounding, differs from the generic one; kerneltest holds
+// both to the same bounds.
+
+//go:noescape
+func dotAVX2(a, b []float32) float32
+
+//go:noescape
+func dot4AVX2(w, x []float32, stride int, out *[4]float32)
+
+//go:noescape
+func axpyAVX2(alpha float32, x, y []float32)
+
+//go:noescape
+func dotF32AVX2(row []byte, x []float32) float32
+
+//go:noescape
+func dotF16AVX2(row []byte, x []float32) float32
+
+//go:noescape
+func dotBF16AVX2(row []byte, x []float32) float32
+
+//go:noescape
+func dotQ8_0AVX2(row []byte, x []float32) float32
+
+//go:noescape
+func dotQ4_0AVX2(row []byte, x []float32) float32
+
+// The dequantizers write exactly quant.Dequantize's values (a conversion
+// and at most one product per element, as there). The F16 and BF16 ones
+// handle len(dst) rounded down to a multiple of 8; the wrappers below do
+// the rest in Go.
+
+//go:noescape
+func dequantF16AVX2(dst []float32, row []byte)
+
+//go:noescape
+func dequantBF16AVX2(dst []float32, row []byte)
+
+//go:noescape
+func dequantQ8_0AVX2(dst []float32, row []byte)
+
+//go:noescape
+func dequantQ4_0AVX2(dst []float32, row []byte)
+
+func dequantF16(dst []float32, row []byte) {
+	n := len(dst) &^ 7
+	dequantF16AVX2(dst[:n], row[:2*n])
+	dequantizeGeneric(quant.F16, dst[n:], row[2*n:])
+}
+
+func dequantBF16(dst []float32, row []byte) {
+	n := len(dst) &^ 7
+	dequantBF16AVX2(dst[:n], row[:2*n])
+	dequantizeGeneric(quant.BF16, dst[n:], row[2*n:])
+}
+
+func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+func xgetbv() (eax, edx uint32)
+
+// hasAVX2 reports whether the CPU and OS support AVX2, FMA and F16C.
+func hasAVX2() bool {
+	maxID, _, _, _ := cpuid(0, 0)
+	if maxID < 7 {
+		return false
+	}
+	_, _, c, _ := cpuid(1, 0)
+	const (
+		fma     = 1 << 12
+		osxsave = 1 << 27
+		avx     = 1 << 28
+		f16c    = 1 << 29
+	)
+	if c&(fma|osxsave|avx|f16c) != fma|osxsave|avx|f16c {
+		return false
+	}
+	if xcr0, _ := xgetbv(); xcr0&6 != 6 { // the OS saves XMM and YMM state
+		return false
+	}
+	_, b, _, _ := cpuid(7, 0)
+	return b&(1<<5) != 0 // AVX2
+}
+
+var avx2 = impl{
+	name: "avx2",
+	dot:  dotAVX2,
+	dot4: dot4AVX2,
+	axpy: axpyAVX2,
+	rowDot: [numFastTypes]func([]byte, []float32) float32{
+		slotF32:  dotF32AVX2,
+		slotF16:  dotF16AVX2,
+		slotBF16: dotBF16AVX2,
+		slotQ8_0: dotQ8_0AVX2,
+		slotQ4_0: dotQ4_0AVX2,
+	},
+	dequant: [numFastTypes]func([]float32, []byte){
+		slotF32:  generic.dequant[slotF32],
+		slotF16:  dequantF16,
+		slotBF16: dequantBF16,
+		slotQ8_0: dequantQ8_0AVX2,
+		slotQ4_0: dequantQ4_0AVX2,
+	},
+}
+
+func init() {
+	if hasAVX2() {
+		active = avx2
+	}
+}

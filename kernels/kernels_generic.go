@@ -1,0 +1,333 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"math"
+	"sync"
+
+	"github.com/spigot-llm/spigot/quant"
+)
+
+// This file holds the portable Go implementations. They are always built:
+// they are the fallback where no assembly exists (or under -tags noasm), and
+// kerneltest runs them beside the assembly so both stay correct. None of
+// them allocates.
+//
+// Speed notes: loops are unrolled with several independent accumulators (the
+// Go compiler neither vectorizes nor reassociates float adds, so one
+// accumulator serializes on add latency), and inputs are resliced or
+// converted to array pointers up front so the loop bodies carry no bounds
+// checks (go build -gcflags=-d=ssa/check_bce shows none in the hot loops).
+// Small tables turn the int8/nibble to float conversions into loads, which
+// measured 1.5x faster than converting; half floats use a 65536-entry table
+// (256 KiB, built on first use), 3x faster than converting bits, since the
+// weights of a layer use few distinct exponents and so few cache lines.
+
+// i8ToF32[b] is float32(int8(b)).
+var i8ToF32 = func() (t [256]float32) {
+	for i := range t {
+		t[i] = float32(int8(i))
+	}
+	return t
+}()
+
+// nibblesToF32[b] is the pair of Q4_0 values of byte b before scaling:
+// low nibble - 8, high nibble - 8.
+var nibblesToF32 = func() (t [256][2]float32) {
+	for i := range t {
+		t[i] = [2]float32{float32(i&15) - 8, float32(i>>4) - 8}
+	}
+	return t
+}()
+
+var (
+	f16Once  sync.Once
+	f16Table *[1 << 16]float32 // f16Table[h] is quant.F16ToF32(h)
+)
+
+func f16ToF32Table() *[1 << 16]float32 {
+	f16Once.Do(func() {
+		t := new([1 << 16]float32)
+		for i := range t {
+			t[i] = quant.F16ToF32(uint16(i))
+		}
+		f16Table = t
+	})
+	return f16Table
+}
+
+// dotGeneric is
+//
+//	for i := range a { sum += a[i] * b[i] }
+//
+// with len(b) == len(a), summed in eight float32 accumulators.
+func dotGeneric(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	for len(a) >= 8 {
+		x := (*[8]float32)(a)
+		y := (*[8]float32)(b)
+		s0 += x[0] * y[0]
+		s1 += x[1] * y[1]
+		s2 += x[2] * y[2]
+		s3 += x[3] * y[3]
+		s4 += x[4] * y[4]
+		s5 += x[5] * y[5]
+		s6 += x[6] * y[6]
+		s7 += x[7] * y[7]
+		a, b = a[8:], b[8:]
+	}
+	for i, v := range a {
+		s0 += v * b[i]
+	}
+	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+}
+
+// dot4Generic is
+//
+//	for k := range 4 { out[k] = dotGeneric(w, x[k*stride:k*stride+len(w)]) }
+//
+// reading each w[i] once for all four (two accumulators per output).
+func dot4Generic(w, x []float32, stride int, out *[4]float32) {
+	n := len(w)
+	x0 := x[:n]
+	x1 := x[stride : stride+n]
+	x2 := x[2*stride : 2*stride+n]
+	x3 := x[3*stride : 3*stride+n]
+	var a0, a1, b0, b1, c0, c1, d0, d1 float32
+	i := 0
+	for ; i+2 <= n; i += 2 {
+		v, u := w[i], w[i+1]
+		a0 += v * x0[i]
+		b0 += v * x1[i]
+		c0 += v * x2[i]
+		d0 += v * x3[i]
+		a1 += u * x0[i+1]
+		b1 += u * x1[i+1]
+		c1 += u * x2[i+1]
+		d1 += u * x3[i+1]
+	}
+	if i < n {
+		v := w[i]
+		a0 += v * x0[i]
+		b0 += v * x1[i]
+		c0 += v * x2[i]
+		d0 += v * x3[i]
+	}
+	*out = [4]float32{a0 + a1, b0 + b1, c0 + c1, d0 + d1}
+}
+
+// axpyGeneric is
+//
+//	for i, v := range x { y[i] += alpha * v }
+//
+// with len(y) == len(x).
+func axpyGeneric(alpha float32, x, y []float32) {
+	y = y[:len(x)]
+	for len(x) >= 4 {
+		a := (*[4]float32)(x)
+		b := (*[4]float32)(y)
+		b[0] += alpha * a[0]
+		b[1] += alpha * a[1]
+		b[2] += alpha * a[2]
+		b[3] += alpha * a[3]
+		x, y = x[4:], y[4:]
+	}
+	for i, v := range x {
+		y[i] += alpha * v
+	}
+}
+
+// dotF32Generic is dotGeneric with a as little-endian float32 bytes:
+//
+//	for i := range x { sum += float32frombits(le32(row[4*i:])) * x[i] }
+func dotF32Generic(row []byte, x []float32) float32 {
+	row = row[:4*len(x)]
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	for len(x) >= 8 {
+		r := (*[32]byte)(row)
+		y := (*[8]float32)(x)
+		s0 += math.Float32frombits(binary.LittleEndian.Uint32(r[0:])) * y[0]
+		s1 += math.Float32frombits(binary.LittleEndian.Uint32(r[4:])) * y[1]
+		s2 += math.Float32frombits(binary.LittleEndian.Uint32(r[8:])) * y[2]
+		s3 += math.Float32frombits(binary.LittleEndian.Uint32(r[12:])) * y[3]
+		s4 += math.Float32frombits(binary.LittleEndian.Uint32(r[16:])) * y[4]
+		s5 += math.Float32frombits(binary.LittleEndian.Uint32(r[20:])) * y[5]
+		s6 += math.Float32frombits(binary.LittleEndian.Uint32(r[24:])) * y[6]
+		s7 += math.Float32frombits(binary.LittleEndian.Uint32(r[28:])) * y[7]
+		row, x = row[32:], x[8:]
+	}
+	for i, v := range x {
+		s0 += math.Float32frombits(binary.LittleEndian.Uint32(row[4*i:])) * v
+	}
+	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+}
+
+// dotF16Generic is
+//
+//	for i := range x { sum += quant.F16ToF32(le16(row[2*i:])) * x[i] }
+func dotF16Generic(row []byte, x []float32) float32 {
+	row = row[:2*len(x)]
+	t := f16ToF32Table()
+	var s0, s1, s2, s3 float32
+	for len(x) >= 4 {
+		r := (*[8]byte)(row)
+		y := (*[4]float32)(x)
+		s0 += t[uint16(r[0])|uint16(r[1])<<8] * y[0]
+		s1 += t[uint16(r[2])|uint16(r[3])<<8] * y[1]
+		s2 += t[uint16(r[4])|uint16(r[5])<<8] * y[2]
+		s3 += t[uint16(r[6])|uint16(r[7])<<8] * y[3]
+		row, x = row[8:], x[4:]
+	}
+	for i, v := range x {
+		s0 += t[binary.LittleEndian.Uint16(row[2*i:])] * v
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dotBF16Generic is
+//
+//	for i := range x { sum += quant.BF16ToF32(le16(row[2*i:])) * x[i] }
+func dotBF16Generic(row []byte, x []float32) float32 {
+	row = row[:2*len(x)]
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	for len(x) >= 8 {
+		r := (*[16]byte)(row)
+		y := (*[8]float32)(x)
+		s0 += math.Float32frombits(uint32(r[0])<<16|uint32(r[1])<<24) * y[0]
+		s1 += math.Float32frombits(uint32(r[2])<<16|uint32(r[3])<<24) * y[1]
+		s2 += math.Float32frombits(uint32(r[4])<<16|uint32(r[5])<<24) * y[2]
+		s3 += math.Float32frombits(uint32(r[6])<<16|uint32(r[7])<<24) * y[3]
+		s4 += math.Float32frombits(uint32(r[8])<<16|uint32(r[9])<<24) * y[4]
+		s5 += math.Float32frombits(uint32(r[10])<<16|uint32(r[11])<<24) * y[5]
+		s6 += math.Float32frombits(uint32(r[12])<<16|uint32(r[13])<<24) * y[6]
+		s7 += math.Float32frombits(uint32(r[14])<<16|uint32(r[15])<<24) * y[7]
+		row, x = row[16:], x[8:]
+	}
+	for i, v := range x {
+		s0 += quant.BF16ToF32(binary.LittleEndian.Uint16(row[2*i:])) * v
+	}
+	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+}
+
+// dotQ8_0Generic is, for each 34-byte block b of row and its 32 elements of x,
+//
+//	for j := range 32 { s += float32(int8(b[2+j])) * x[j] }
+//	sum += quant.F16ToF32(le16(b)) * s
+func dotQ8_0Generic(row []byte, x []float32) float32 {
+	nb := len(x) / quant.QK8_0
+	row = row[:nb*34]
+	x = x[:nb*quant.QK8_0]
+	t := &i8ToF32
+	var sum float32
+	for len(x) >= quant.QK8_0 {
+		b := (*[34]byte)(row)
+		y := (*[32]float32)(x)
+		var s0, s1, s2, s3 float32
+		for j := 0; j < 32; j += 8 {
+			q := (*[8]byte)(b[2+j:])
+			v := (*[8]float32)(y[j:])
+			s0 += t[q[0]] * v[0]
+			s1 += t[q[1]] * v[1]
+			s2 += t[q[2]] * v[2]
+			s3 += t[q[3]] * v[3]
+			s0 += t[q[4]] * v[4]
+			s1 += t[q[5]] * v[5]
+			s2 += t[q[6]] * v[6]
+			s3 += t[q[7]] * v[7]
+		}
+		sum += quant.F16ToF32(uint16(b[0])|uint16(b[1])<<8) * ((s0 + s1) + (s2 + s3))
+		row, x = row[34:], x[32:]
+	}
+	return sum
+}
+
+// dotQ4_0Generic is, for each 18-byte block b of row and its 32 elements of x,
+//
+//	for j := range 16 {
+//		s += float32(int(b[2+j]&15)-8)*x[j] + float32(int(b[2+j]>>4)-8)*x[j+16]
+//	}
+//	sum += quant.F16ToF32(le16(b)) * s
+func dotQ4_0Generic(row []byte, x []float32) float32 {
+	nb := len(x) / quant.QK4_0
+	row = row[:nb*18]
+	x = x[:nb*quant.QK4_0]
+	t := &nibblesToF32
+	var sum float32
+	for len(x) >= quant.QK4_0 {
+		b := (*[18]byte)(row)
+		lo := (*[16]float32)(x)
+		hi := (*[16]float32)(x[16:])
+		var s0, s1, s2, s3 float32
+		for j := 0; j < 16; j += 4 {
+			q := (*[4]byte)(b[2+j:])
+			l := (*[4]float32)(lo[j:])
+			h := (*[4]float32)(hi[j:])
+			p0, p1, p2, p3 := &t[q[0]], &t[q[1]], &t[q[2]], &t[q[3]]
+			s0 += p0[0] * l[0]
+			s1 += p0[1] * h[0]
+			s2 += p1[0] * l[1]
+			s3 += p1[1] * h[1]
+			s0 += p2[0] * l[2]
+			s1 += p2[1] * h[2]
+			s2 += p3[0] * l[3]
+			s3 += p3[1] * h[3]
+		}
+		sum += quant.F16ToF32(uint16(b[0])|uint16(b[1])<<8) * ((s0 + s1) + (s2 + s3))
+		row, x = row[18:], x[32:]
+	}
+	return sum
+}
+
+// dequantizeGeneric decodes one row of a type with a fast path (F32, F16,
+// BF16, Q8_0, Q4_0); it reports false for other types. The values are
+// exactly quant.Dequantize's.
+func dequantizeGeneric(t quant.Type, dst []float32, row []byte) bool {
+	switch t {
+	case quant.F32:
+		row = row[:4*len(dst)]
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(row[4*i:]))
+		}
+	case quant.F16:
+		row = row[:2*len(dst)]
+		t := f16ToF32Table()
+		for i := range dst {
+			dst[i] = t[binary.LittleEndian.Uint16(row[2*i:])]
+		}
+	case quant.BF16:
+		row = row[:2*len(dst)]
+		for i := range dst {
+			dst[i] = quant.BF16ToF32(binary.LittleEndian.Uint16(row[2*i:]))
+		}
+	case quant.Q8_0:
+		nb := len(dst) / 32
+		row = row[:nb*34]
+		for len(dst) >= 32 {
+			b := (*[34]byte)(row)
+			y := (*[32]float32)(dst)
+			d := quant.F16ToF32(uint16(b[0]) | uint16(b[1])<<8)
+			for j := range y {
+				y[j] = i8ToF32[b[2+j]] * d
+			}
+			row, dst = row[34:], dst[32:]
+		}
+	case quant.Q4_0:
+		nb := len(dst) / 32
+		row = row[:nb*18]
+		for len(dst) >= 32 {
+			b := (*[18]byte)(row)
+			y := (*[32]float32)(dst)
+			d := quant.F16ToF32(uint16(b[0]) | uint16(b[1])<<8)
+			for j := range 16 {
+				p := &nibblesToF32[b[2+j]]
+				y[j] = p[0] * d
+				y[j+16] = p[1] * d
+			}
+			row, dst = row[18:], dst[32:]
+		}
+	default:
+		return false
+	}
+	return true
+}
