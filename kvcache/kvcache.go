@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+
+	"github.com/spigot-llm/spigot/quant"
 )
 
 // ErrFull is returned when the pool has no free block left.
@@ -171,6 +173,23 @@ func (s *Seq) K(layer, pos int) []float32 {
 func (s *Seq) V(layer, pos int) []float32 {
 	o := s.offset(layer, pos)
 	return s.c.v[o : o+s.c.cfg.KVDim : o+s.c.cfg.KVDim]
+}
+
+// Store writes the key and value vectors of layer at pos, rounded to
+// half precision. Keeping F16 precision (in float32 storage, for now) makes
+// attention see exactly the values llama.cpp's default f16 cache holds, so
+// greedy decoding agrees with it token for token.
+func (s *Seq) Store(layer, pos int, k, v []float32) {
+	o := s.offset(layer, pos)
+	n := s.c.cfg.KVDim
+	roundF16(s.c.k[o:o+n], k[:n])
+	roundF16(s.c.v[o:o+n], v[:n])
+}
+
+func roundF16(dst, src []float32) {
+	for i, x := range src {
+		dst[i] = quant.F16ToF32(quant.F32ToF16(x))
+	}
 }
 
 // Span returns the keys and values of layer for the run of positions

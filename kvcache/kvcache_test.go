@@ -60,3 +60,20 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestStoreRoundsToHalf(t *testing.T) {
+	c, _ := New(Config{Layers: 1, KVDim: 2, BlockSize: 4, Blocks: 1})
+	s := c.NewSeq()
+	if err := s.Reserve(1); err != nil {
+		t.Fatal(err)
+	}
+	// 1+2^-11 is halfway between two halves and rounds to even (1); 1+2^-10
+	// is a half exactly.
+	s.Store(0, 0, []float32{1 + 1.0/2048, 1 + 1.0/1024}, []float32{3, -0.5})
+	if k := s.K(0, 0); k[0] != 1 || k[1] != 1+1.0/1024 {
+		t.Errorf("K = %v, want [1 %v]", k, 1+1.0/1024)
+	}
+	if v := s.V(0, 0); v[0] != 3 || v[1] != -0.5 {
+		t.Errorf("V = %v", v)
+	}
+}

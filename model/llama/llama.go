@@ -1,0 +1,484 @@
+// Package llama implements the Llama family of decoder-only transformers as
+// GGUF describes them: RMSNorm, rotary position embeddings (normal or NeoX
+// pair ordering, base frequency, linear and llama3-style scaling),
+// grouped-query attention and a SwiGLU feed-forward block, with tied or
+// separate output weights. Qwen2 is the same network with biases on the query,
+// key and value projections and NeoX rotation.
+//
+// Weights stay in the file's element type (F32, F16, BF16, Q8_0, Q4_0) and are
+// read straight from the file mapping.
+package llama
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/spigot-llm/spigot/gguf"
+	"github.com/spigot-llm/spigot/kernels"
+	"github.com/spigot-llm/spigot/kvcache"
+	"github.com/spigot-llm/spigot/model"
+	"github.com/spigot-llm/spigot/quant"
+)
+
+func init() {
+	model.Register(Load, "llama", "qwen2")
+}
+
+// matmulTypes are the weight types the kernels multiply.
+var matmulTypes = map[quant.Type]bool{quant.F32: true, quant.F16: true, quant.BF16: true, quant.Q8_0: true, quant.Q4_0: true}
+
+type layer struct {
+	attnNorm, ffnNorm []float32
+	wq, wk, wv, wo    kernels.Matrix
+	bq, bk, bv        []float32 // Qwen2 only
+	gate, up, down    kernels.Matrix
+}
+
+// Model is a loaded Llama-family model.
+type Model struct {
+	cfg      model.Config
+	pool     *kernels.Pool
+	eps      float32
+	neox     bool
+	ropeDim  int
+	invFreq  []float32 // ropeDim/2 angular frequencies, scaling applied
+	embd     kernels.Matrix
+	outNorm  []float32
+	output   kernels.Matrix
+	layers   []layer
+	scratch  scratch
+	seqNext  map[*kvcache.Seq]int
+	attnFunc func(lo, hi int)
+	attn     attnArgs
+}
+
+// scratch holds the activations of one step, grown to the largest batch.
+type scratch struct {
+	n          int
+	x, xb, xb2 []float32 // n × dim
+	q, att     []float32 // n × heads × headDim
+	k, v       []float32 // n × kvDim
+	hb, hb2    []float32 // n × ffn
+	cos, sin   []float32 // n × ropeDim/2
+	xs         []float32 // rows that want logits, n × dim
+}
+
+// Load builds a Llama or Qwen2 model from f.
+func Load(f *gguf.File, opts model.Options) (model.Model, error) {
+	arch, _ := f.String("general.architecture")
+	m := &Model{pool: opts.Pool, neox: arch == "qwen2", seqNext: map[*kvcache.Seq]int{}}
+	c := &m.cfg
+	c.Arch = arch
+	c.Name, _ = f.String("general.name")
+	key := func(k string) string { return arch + "." + k }
+	var err error
+	need := func(k string) int {
+		v, ok := f.Uint(key(k))
+		if !ok || v == 0 || v > 1<<24 {
+			if err == nil {
+				err = fmt.Errorf("llama: metadata %s is missing or invalid", key(k))
+			}
+			return 1
+		}
+		return int(v)
+	}
+	c.Dim = need("embedding_length")
+	c.Layers = need("block_count")
+	c.Heads = need("attention.head_count")
+	c.FFN = need("feed_forward_length")
+	c.Context = need("context_length")
+	if err != nil {
+		return nil, err
+	}
+	c.KVHeads = c.Heads
+	if v, ok := f.Uint(key("attention.head_count_kv")); ok {
+		c.KVHeads = int(v)
+	}
+	if c.KVHeads <= 0 || c.Heads%c.KVHeads != 0 {
+		return nil, fmt.Errorf("llama: %d attention heads cannot share %d KV heads", c.Heads, c.KVHeads)
+	}
+	c.HeadDim = c.Dim / c.Heads
+	if v, ok := f.Uint(key("attention.key_length")); ok {
+		c.HeadDim = int(v)
+	}
+	if v, ok := f.Uint(key("attention.value_length")); ok && int(v) != c.HeadDim {
+		return nil, fmt.Errorf("llama: value length %d differs from key length %d: %w", v, c.HeadDim, model.ErrUnsupported)
+	}
+	if c.HeadDim <= 0 || c.HeadDim%2 != 0 || c.HeadDim > 1024 {
+		return nil, fmt.Errorf("llama: head size %d is invalid", c.HeadDim)
+	}
+	m.eps = 1e-5
+	if v, ok := f.Float(key("attention.layer_norm_rms_epsilon")); ok {
+		m.eps = float32(v)
+	}
+	m.ropeDim = c.HeadDim
+	if v, ok := f.Uint(key("rope.dimension_count")); ok {
+		m.ropeDim = int(v)
+	}
+	if m.ropeDim <= 0 || m.ropeDim > c.HeadDim || m.ropeDim%2 != 0 {
+		return nil, fmt.Errorf("llama: rope dimension %d does not fit head size %d", m.ropeDim, c.HeadDim)
+	}
+	if err := m.loadRoPE(f, key); err != nil {
+		return nil, err
+	}
+
+	t := tensors{f: f}
+	embd := t.matrix("token_embd.weight", c.Dim, -1)
+	if t.err != nil {
+		return nil, t.err
+	}
+	m.embd = embd
+	c.Vocab = embd.Rows
+	m.outNorm = t.vector("output_norm.weight", c.Dim)
+	if _, ok := f.Tensor("output.weight"); ok {
+		m.output = t.matrix("output.weight", c.Dim, c.Vocab)
+	} else {
+		m.output = embd // tied embeddings
+	}
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVDim()
+	m.layers = make([]layer, c.Layers)
+	for i := range m.layers {
+		l := &m.layers[i]
+		p := fmt.Sprintf("blk.%d.", i)
+		l.attnNorm = t.vector(p+"attn_norm.weight", c.Dim)
+		l.wq = t.matrix(p+"attn_q.weight", c.Dim, qDim)
+		l.wk = t.matrix(p+"attn_k.weight", c.Dim, kvDim)
+		l.wv = t.matrix(p+"attn_v.weight", c.Dim, kvDim)
+		l.wo = t.matrix(p+"attn_output.weight", qDim, c.Dim)
+		l.ffnNorm = t.vector(p+"ffn_norm.weight", c.Dim)
+		l.gate = t.matrix(p+"ffn_gate.weight", c.Dim, c.FFN)
+		l.up = t.matrix(p+"ffn_up.weight", c.Dim, c.FFN)
+		l.down = t.matrix(p+"ffn_down.weight", c.FFN, c.Dim)
+		if _, ok := f.Tensor(p + "attn_q.bias"); ok || arch == "qwen2" {
+			l.bq = t.vector(p+"attn_q.bias", qDim)
+			l.bk = t.vector(p+"attn_k.bias", kvDim)
+			l.bv = t.vector(p+"attn_v.bias", kvDim)
+		}
+		if t.err != nil {
+			return nil, t.err
+		}
+	}
+	m.attnFunc = m.attendRange
+	return m, nil
+}
+
+// loadRoPE computes the rotation frequencies: base^(-2i/ropeDim), divided by
+// the llama3 per-dimension factors in rope_freqs.weight when present, and
+// scaled by 1/factor for linear scaling.
+func (m *Model) loadRoPE(f *gguf.File, key func(string) string) error {
+	base := 10000.0
+	if v, ok := f.Float(key("rope.freq_base")); ok {
+		base = v
+	}
+	if !(base > 0) {
+		return fmt.Errorf("llama: rope.freq_base %v is not positive", base)
+	}
+	scale := float32(1)
+	if typ, ok := f.String(key("rope.scaling.type")); ok && typ != "none" {
+		factor, _ := f.Float(key("rope.scaling.factor"))
+		switch {
+		case typ == "linear" && factor > 0:
+			scale = float32(1 / factor)
+		case typ == "linear":
+			return fmt.Errorf("llama: linear rope scaling needs a positive rope.scaling.factor, got %v", factor)
+		default:
+			return fmt.Errorf("llama: rope scaling %q: %w", typ, model.ErrUnsupported)
+		}
+	}
+	if v, ok := f.Float(key("rope.freq_scale")); ok && v > 0 {
+		scale *= float32(v)
+	}
+	half := m.ropeDim / 2
+	m.invFreq = make([]float32, half)
+	// Like ggml: theta_i = p * scale * base^(-2i/n) computed in float32 by
+	// repeated multiplication.
+	step := float32(math.Pow(base, -2/float64(m.ropeDim)))
+	theta := float32(1)
+	for i := range m.invFreq {
+		m.invFreq[i] = theta * scale
+		theta *= step
+	}
+	if ff, ok := f.Tensor("rope_freqs.weight"); ok {
+		if ff.Type != quant.F32 || ff.Elements() != uint64(half) {
+			return fmt.Errorf("llama: rope_freqs.weight is %s %v, want F32 [%d]", ff.Type, ff.Dims, half)
+		}
+		factors := make([]float32, half)
+		quant.Dequantize(quant.F32, factors, ff.Data)
+		for i := range m.invFreq {
+			if !(factors[i] > 0) {
+				return fmt.Errorf("llama: rope_freqs.weight[%d] = %v", i, factors[i])
+			}
+			m.invFreq[i] /= factors[i]
+		}
+	}
+	return nil
+}
+
+// tensors looks tensors up and checks their shapes, keeping the first error.
+type tensors struct {
+	f   *gguf.File
+	err error
+}
+
+func (t *tensors) get(name string) *gguf.Tensor {
+	if t.err != nil {
+		return nil
+	}
+	x, ok := t.f.Tensor(name)
+	if !ok {
+		t.err = fmt.Errorf("llama: tensor %s is missing", name)
+		return nil
+	}
+	return x
+}
+
+// matrix returns a weight of rows × cols (GGML dims [cols, rows]); rows < 0
+// accepts any row count.
+func (t *tensors) matrix(name string, cols, rows int) kernels.Matrix {
+	x := t.get(name)
+	if x == nil {
+		return kernels.Matrix{}
+	}
+	if len(x.Dims) != 2 || x.Dims[0] != uint64(cols) || (rows >= 0 && x.Dims[1] != uint64(rows)) || x.Dims[1] == 0 || x.Dims[1] > 1<<24 {
+		t.err = fmt.Errorf("llama: tensor %s has shape %v, want [%d %d]", name, x.Dims, cols, rows)
+		return kernels.Matrix{}
+	}
+	if !matmulTypes[x.Type] {
+		t.err = fmt.Errorf("llama: tensor %s has type %s: %w", name, x.Type, model.ErrUnsupported)
+		return kernels.Matrix{}
+	}
+	return kernels.Matrix{Type: x.Type, Data: x.Data, Rows: int(x.Dims[1]), Cols: cols}
+}
+
+// vector returns a 1-D weight (norms, biases) converted to float32.
+func (t *tensors) vector(name string, n int) []float32 {
+	x := t.get(name)
+	if x == nil {
+		return nil
+	}
+	if len(x.Dims) != 1 || x.Dims[0] != uint64(n) {
+		t.err = fmt.Errorf("llama: tensor %s has shape %v, want [%d]", name, x.Dims, n)
+		return nil
+	}
+	v := make([]float32, n)
+	if err := quant.Dequantize(x.Type, v, x.Data); err != nil {
+		t.err = fmt.Errorf("llama: tensor %s: %w", name, err)
+		return nil
+	}
+	return v
+}
+
+// Config returns the model's hyperparameters.
+func (m *Model) Config() model.Config { return m.cfg }
+
+// NewCache allocates a KV cache pool shaped for this model.
+func (m *Model) NewCache(blocks, blockSize int) (*kvcache.Cache, error) {
+	return kvcache.New(kvcache.Config{Layers: m.cfg.Layers, KVDim: m.cfg.KVDim(), BlockSize: blockSize, Blocks: blocks})
+}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+func (m *Model) ensure(n int) *scratch {
+	s := &m.scratch
+	if s.n >= n {
+		return s
+	}
+	c := &m.cfg
+	s.n = n
+	s.x = grow(s.x, n*c.Dim)
+	s.xb = grow(s.xb, n*c.Dim)
+	s.xb2 = grow(s.xb2, n*c.Dim)
+	s.xs = grow(s.xs, n*c.Dim)
+	s.q = grow(s.q, n*c.Heads*c.HeadDim)
+	s.att = grow(s.att, n*c.Heads*c.HeadDim)
+	s.k = grow(s.k, n*c.KVDim())
+	s.v = grow(s.v, n*c.KVDim())
+	s.hb = grow(s.hb, n*c.FFN)
+	s.hb2 = grow(s.hb2, n*c.FFN)
+	s.cos = grow(s.cos, n*m.ropeDim/2)
+	s.sin = grow(s.sin, n*m.ropeDim/2)
+	return s
+}
+
+// check validates a batch and reserves cache room for it.
+func (m *Model) check(b *model.Batch, logits []float32) error {
+	n := len(b.Tokens)
+	if n == 0 {
+		return fmt.Errorf("llama: empty batch")
+	}
+	if len(b.Pos) != n || len(b.Seqs) != n || len(b.Logits) != n {
+		return fmt.Errorf("llama: batch has %d tokens but %d positions, %d sequences, %d logit flags", n, len(b.Pos), len(b.Seqs), len(b.Logits))
+	}
+	if need := b.NumLogits() * m.cfg.Vocab; len(logits) < need {
+		return fmt.Errorf("llama: logits buffer holds %d floats, batch needs %d", len(logits), need)
+	}
+	clear(m.seqNext)
+	for i, tok := range b.Tokens {
+		if tok < 0 || int(tok) >= m.cfg.Vocab {
+			return fmt.Errorf("llama: token id %d out of range [0, %d)", tok, m.cfg.Vocab)
+		}
+		s := b.Seqs[i]
+		next, seen := m.seqNext[s]
+		if !seen {
+			next = s.Len()
+		}
+		if int(b.Pos[i]) != next {
+			return fmt.Errorf("llama: token %d has position %d, want %d", i, b.Pos[i], next)
+		}
+		m.seqNext[s] = next + 1
+	}
+	for s, end := range m.seqNext {
+		if err := s.Reserve(end); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Forward runs one step; see [model.Model].
+func (m *Model) Forward(b *model.Batch, logits []float32) error {
+	if err := m.check(b, logits); err != nil {
+		return err
+	}
+	c := &m.cfg
+	n := len(b.Tokens)
+	s := m.ensure(n)
+	dim, qDim, kvDim := c.Dim, c.Heads*c.HeadDim, c.KVDim()
+	x := s.x[:n*dim]
+	for i, tok := range b.Tokens {
+		kernels.DequantizeRow(m.embd.Type, x[i*dim:(i+1)*dim], m.embd.Row(int(tok)))
+	}
+	half := m.ropeDim / 2
+	for i, p := range b.Pos {
+		cs, sn := s.cos[i*half:(i+1)*half], s.sin[i*half:(i+1)*half]
+		for j, f := range m.invFreq {
+			theta := float64(float32(p) * f)
+			cs[j], sn[j] = float32(math.Cos(theta)), float32(math.Sin(theta))
+		}
+	}
+	xb, q, k, v, att := s.xb[:n*dim], s.q[:n*qDim], s.k[:n*kvDim], s.v[:n*kvDim], s.att[:n*qDim]
+	for li := range m.layers {
+		l := &m.layers[li]
+		for i := range n {
+			kernels.RMSNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.attnNorm, m.eps)
+		}
+		kernels.MatMul(m.pool, q, l.wq, xb, n)
+		kernels.MatMul(m.pool, k, l.wk, xb, n)
+		kernels.MatMul(m.pool, v, l.wv, xb, n)
+		for i := range n {
+			if l.bq != nil {
+				kernels.Add(q[i*qDim:(i+1)*qDim], l.bq)
+				kernels.Add(k[i*kvDim:(i+1)*kvDim], l.bk)
+				kernels.Add(v[i*kvDim:(i+1)*kvDim], l.bv)
+			}
+			cs, sn := s.cos[i*half:(i+1)*half], s.sin[i*half:(i+1)*half]
+			m.rope(q[i*qDim:(i+1)*qDim], c.Heads, cs, sn)
+			m.rope(k[i*kvDim:(i+1)*kvDim], c.KVHeads, cs, sn)
+			seq, pos := b.Seqs[i], int(b.Pos[i])
+			seq.Store(li, pos, k[i*kvDim:(i+1)*kvDim], v[i*kvDim:(i+1)*kvDim])
+		}
+		m.attn = attnArgs{b: b, layer: li, q: q, out: att}
+		m.pool.For(n*c.Heads, m.attnFunc)
+		kernels.MatMul(m.pool, xb, l.wo, att, n)
+		kernels.Add(x, xb)
+
+		hb, hb2 := s.hb[:n*c.FFN], s.hb2[:n*c.FFN]
+		for i := range n {
+			kernels.RMSNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, m.eps)
+		}
+		kernels.MatMul(m.pool, hb, l.gate, xb, n)
+		kernels.MatMul(m.pool, hb2, l.up, xb, n)
+		kernels.SiLUMul(hb, hb2)
+		kernels.MatMul(m.pool, xb, l.down, hb, n)
+		kernels.Add(x, xb)
+	}
+	m.attn = attnArgs{}
+	for seq, end := range m.seqNext {
+		seq.SetLen(end)
+	}
+	rows := 0
+	for i, want := range b.Logits {
+		if want {
+			kernels.RMSNorm(s.xs[rows*dim:(rows+1)*dim], x[i*dim:(i+1)*dim], m.outNorm, m.eps)
+			rows++
+		}
+	}
+	if rows > 0 {
+		kernels.MatMul(m.pool, logits[:rows*c.Vocab], m.output, s.xs[:rows*dim], rows)
+	}
+	return nil
+}
+
+// rope rotates each of heads vectors in x by the angles whose cosines and
+// sines are cs and sn, pairing (2j, 2j+1) or, for NeoX, (j, j+ropeDim/2).
+func (m *Model) rope(x []float32, heads int, cs, sn []float32) {
+	hd := m.cfg.HeadDim
+	half := m.ropeDim / 2
+	for h := range heads {
+		v := x[h*hd : h*hd+m.ropeDim]
+		if m.neox {
+			for j := range half {
+				a, b := v[j], v[j+half]
+				v[j] = a*cs[j] - b*sn[j]
+				v[j+half] = a*sn[j] + b*cs[j]
+			}
+			continue
+		}
+		for j := range half {
+			a, b := v[2*j], v[2*j+1]
+			v[2*j] = a*cs[j] - b*sn[j]
+			v[2*j+1] = a*sn[j] + b*cs[j]
+		}
+	}
+}
+
+// attnArgs is the input of one layer's attention, kept in the model so the
+// parallel loop body is a method value made once at load.
+type attnArgs struct {
+	b      *model.Batch
+	layer  int
+	q, out []float32
+}
+
+// attendRange computes attention outputs for (token, head) items [lo, hi).
+// Each query attends to its own sequence's positions up to and including its
+// own, with the softmax computed online in one pass over the cached keys.
+func (m *Model) attendRange(lo, hi int) {
+	c := &m.cfg
+	a := &m.attn
+	hd, kvDim := c.HeadDim, c.KVDim()
+	group := c.Heads / c.KVHeads
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	for it := lo; it < hi; it++ {
+		i, h := it/c.Heads, it%c.Heads
+		q := a.q[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
+		out := a.out[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
+		clear(out)
+		kvOff := (h / group) * hd
+		seq, limit := a.b.Seqs[i], int(a.b.Pos[i])+1
+		maxScore, sum := float32(math.Inf(-1)), float32(0)
+		for pos := 0; pos < limit; {
+			ks, vs, end := seq.Span(a.layer, pos, limit)
+			for j := range end - pos {
+				kr := ks[j*kvDim+kvOff : j*kvDim+kvOff+hd]
+				score := kernels.Dot(q, kr) * scale
+				if score > maxScore {
+					r := float32(math.Exp(float64(maxScore - score)))
+					kernels.Scale(out, r)
+					sum *= r
+					maxScore = score
+				}
+				w := float32(math.Exp(float64(score - maxScore)))
+				sum += w
+				kernels.Axpy(w, vs[j*kvDim+kvOff:j*kvDim+kvOff+hd], out)
+			}
+			pos = end
+		}
+		kernels.Scale(out, 1/sum)
+	}
+}
