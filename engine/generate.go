@@ -83,6 +83,7 @@ func (g *Generator) Generate(ctx context.Context, req Request, emit func(text []
 		smp.Accept(id)
 	}
 	dec := g.Tokenizer.NewDecoder()
+	dec.KeepLeadingSpace = true // the output continues the prompt
 	stops := stop.New(req.Stop)
 	logits := make([]float32, cfg.Vocab)
 	var batch model.Batch

@@ -193,3 +193,18 @@ func TestErrors(t *testing.T) {
 		t.Errorf("run to the context end: %+v %v", res, err)
 	}
 }
+
+// TestLeadingSpaceKept forces a first token that starts with SentencePiece's
+// space marker: the space continues the prompt and must be streamed.
+func TestLeadingSpaceKept(t *testing.T) {
+	g, refs := setup(t)
+	const spaceA = 261 // "▁a"
+	var c collected
+	p := sample.Params{LogitBias: map[int32]float32{spaceA: 1000}}
+	if _, err := g.Generate(context.Background(), Request{Prompt: refs[0].PromptIDs, MaxTokens: 1, Sample: p}, c.emit); err != nil {
+		t.Fatal(err)
+	}
+	if c.text.String() != " a" {
+		t.Errorf("first piece %q, want \" a\"", c.text.String())
+	}
+}
