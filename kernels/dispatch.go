@@ -8,19 +8,22 @@ import "github.com/spigot-llm/spigot/quant"
 type impl struct {
 	name string
 	dot  func(a, b []float32) float32
-	// dot4 sets out[k] to w · x[k*stride:][:len(w)] for k < 4; the caller
-	// guarantees len(x) ≥ 3*stride + len(w).
+	// dot4 sets out[k] to w · x[k*stride:][:len(w)] for k < 4: one vector
+	// against four (MatMul's batched path passes an activation vector as w
+	// and four dequantized weight rows as x). The caller guarantees
+	// len(x) ≥ 3*stride + len(w).
 	dot4 func(w, x []float32, stride int, out *[4]float32)
 	axpy func(alpha float32, x, y []float32)
-	// rowDot[t] computes one row of type t · x. A nil entry means no fast
-	// kernel: dotRowFallback dequantizes block by block instead.
+	// rowDot[slot(t)] computes one row of type t · x; len(row) has been
+	// checked. Types without a slot are dequantized and use dot/dot4.
 	rowDot [numFastTypes]func(row []byte, x []float32) float32
-	// dequant[t] decodes one row of type t, to exactly quant.Dequantize's
-	// values. The sizes have been checked.
+	// dequant[slot(t)] decodes one row of type t, to exactly
+	// quant.Dequantize's values; the sizes have been checked.
 	dequant [numFastTypes]func(dst []float32, row []byte)
 }
 
-// The weight types with dedicated kernels, as indexes into impl.rowDot.
+// The weight types with dedicated kernels, as indexes into impl.rowDot and
+// impl.dequant.
 const (
 	slotF32 = iota
 	slotF16

@@ -6,9 +6,11 @@ import "github.com/spigot-llm/spigot/quant"
 
 // The AVX2 kernels in dot_amd64.s. Each is its generic counterpart in
 // kernels_generic.go (same reference loop, see there) with 8-lane vectors,
-// fused multiply-adds and four vector accumulators, so its summation order,
-// and hence its rounding, differs from the generic one; kerneltest holds
-// both to the same bounds.
+// fused multiply-adds and several vector accumulators, so its summation
+// order, and hence its rounding, differs from the generic one; kerneltest
+// holds both to the same bounds. Selected at init when the CPU has AVX2,
+// FMA and F16C (every x86-64 CPU since Haswell/Zen 1); -tags noasm leaves
+// the generic set.
 
 //go:noescape
 func dotAVX2(a, b []float32) float32

@@ -561,8 +561,8 @@ dq4done:
 
 // func dot4AVX2(w, x []float32, stride int, out *[4]float32)
 //
-// out[k] = Σ_i w[i] * x[k*stride+i] for k < 4: one (dequantized) weight row
-// against four activation vectors, loading each weight once for all four.
+// out[k] = Σ_i w[i] * x[k*stride+i] for k < 4: one vector against four,
+// loading each w[i] once for all four.
 // Two accumulators per vector, 16 elements per step, then an 8-element
 // step and a scalar tail.
 TEXT ·dot4AVX2(SB), NOSPLIT, $0-64

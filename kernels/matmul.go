@@ -145,18 +145,19 @@ const parallelMin = 1 << 15
 // batch*m.Rows; only those prefixes are used. It panics on bad shapes or an
 // unsupported type.
 //
-// Each weight row is read from memory once per call, whatever batch is: with
-// batch 1 it is dotted straight from its stored form; with batch > 1 it is
-// dequantized once into a per-thread buffer that stays in L1 while the batch
-// entries are dotted with it, four at a time (each weight loaded once for
-// four entries). The paths round differently (per-block scaling versus
-// dequantized weights, and different summation orders), so an entry's
-// result may differ in the last bits with the batch size and its position
-// in the batch; for given inputs it is deterministic and independent of the
+// Each weight row is read from memory once per call, whatever batch is. With
+// batch 1 each row is dotted straight from its stored form. With batch > 1,
+// rows are taken four at a time: the four are dequantized into a per-thread
+// buffer that stays in L1, and each batch entry's x is dotted with all four
+// at once, so x is streamed once per four rows. The two paths round
+// differently (per-block scaling versus dequantized weights, and different
+// summation orders), so batch-1 results may differ from batched ones in the
+// last bits; but a batched entry's result depends only on its own x, not on
+// the batch size or its position in the batch, and no result depends on the
 // thread count.
 //
 // MatMul does not allocate once p's per-thread buffers have grown to
-// m.Cols (with a nil p, buffers come from a sync.Pool).
+// 4*(m.Cols+batch) floats (with a nil p, buffers come from a sync.Pool).
 func MatMul(p *Pool, out []float32, m Matrix, x []float32, batch int) {
 	if batch <= 0 || m.Rows <= 0 {
 		return
@@ -176,27 +177,32 @@ func MatMul(p *Pool, out []float32, m Matrix, x []float32, batch int) {
 		out: out[:batch*m.Rows], data: m.Data[:m.Rows*rs], x: x[:batch*m.Cols],
 		t: m.Type, rows: m.Rows, cols: m.Cols, rs: rs, batch: batch,
 	}
+	// Work units: rows for the direct path, groups of four rows otherwise.
+	units := m.Rows
+	if !j.direct() {
+		units = (m.Rows + 3) / 4
+	}
 	if p == nil {
-		if batch > 1 || !Supported(m.Type) {
-			buf := getBuf(m.Cols + 4)
+		if !j.direct() {
+			buf := getBuf(j.scratchLen())
 			j.buf = *buf
-			j.run(0, 0, m.Rows)
+			j.run(0, 0, units)
 			putBuf(buf)
 			return
 		}
-		j.run(0, 0, m.Rows)
+		j.run(0, 0, units)
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	j.p = p
-	if p.threads == 1 || p.closed.Load() || m.Rows < 2 || m.Rows*m.Cols*batch < parallelMin {
-		j.run(0, 0, m.Rows)
+	if p.threads == 1 || p.closed.Load() || units < 2 || m.Rows*m.Cols*batch < parallelMin {
+		j.run(0, 0, units)
 		return
 	}
 	p.mm = j
 	p.wfn = p.mmRun
-	p.run(m.Rows)
+	p.run(units)
 	p.wfn = nil
 	p.mm = mmJob{} // drop references to the caller's slices
 }
@@ -212,11 +218,26 @@ type mmJob struct {
 	rows, cols, rs, batch int
 }
 
-// run computes rows [lo, hi) on participant w.
+// direct reports whether rows are dotted straight from their stored form
+// (batch 1 with a dedicated kernel), one row per work unit; otherwise a work
+// unit is a group of four rows, dequantized first.
+func (j *mmJob) direct() bool { return j.batch == 1 && slot(j.t) >= 0 }
+
+// scratchLen is the per-thread buffer the grouped path needs: four
+// dequantized rows, a sum per batch entry and row of the group, and four
+// partial sums.
+func (j *mmJob) scratchLen() int { return 4*j.cols + 4*j.batch + 4 }
+
+// colTile is how many columns of a four-row group are dotted with every batch
+// entry before moving on: four rows of it take 16 KiB, so they stay in a
+// 32 KiB L1 cache together with the streaming activations. (Whole rows of a
+// 2048-column matrix would fill L1 alone.)
+const colTile = 1024
+
+// run computes work units [lo, hi) on participant w.
 func (j *mmJob) run(w, lo, hi int) {
-	s := slot(j.t)
-	if j.batch == 1 && s >= 0 {
-		dot := active.rowDot[s]
+	if j.direct() {
+		dot := active.rowDot[slot(j.t)]
 		x := j.x[:j.cols]
 		out := j.out[lo:hi]
 		for i := range out {
@@ -227,24 +248,49 @@ func (j *mmJob) run(w, lo, hi int) {
 	}
 	buf := j.buf
 	if j.p != nil {
-		buf = j.p.scratchFor(w, j.cols+4)
+		buf = j.p.scratchFor(w, j.scratchLen())
 	}
-	// The four dot4 results live in the scratch too: a local array would
-	// escape (dot4 is a func value) and cost an allocation per chunk.
-	res := (*[4]float32)(buf[j.cols : j.cols+4])
-	buf = buf[:j.cols]
+	cols := j.cols
+	rowsBuf := buf[:4*cols]
+	// Sums per (batch entry, row of the group), and one tile's partial
+	// sums. They live in the scratch: a local array would escape (dot4 is
+	// a func value) and allocate.
+	acc := buf[4*cols : 4*cols+4*j.batch]
+	part := (*[4]float32)(buf[4*cols+4*j.batch:])
 	dot, dot4 := active.dot, active.dot4
-	for r := lo; r < hi; r++ {
-		dequantizeRow(j.t, buf, j.data[r*j.rs:(r+1)*j.rs])
-		b := 0
-		for ; b+4 <= j.batch; b += 4 {
-			dot4(buf, j.x[b*j.cols:(b+4)*j.cols], j.cols, res)
-			for k, v := range res {
-				j.out[(b+k)*j.rows+r] = v
-			}
+	for g := lo; g < hi; g++ {
+		r0 := 4 * g
+		n := min(4, j.rows-r0)
+		for k := range n {
+			r := r0 + k
+			dequantizeRow(j.t, rowsBuf[k*cols:(k+1)*cols], j.data[r*j.rs:(r+1)*j.rs])
 		}
-		for ; b < j.batch; b++ {
-			j.out[b*j.rows+r] = dot(buf, j.x[b*j.cols:(b+1)*j.cols])
+		if n == 4 {
+			for t0 := 0; t0 == 0 || t0 < cols; t0 += colTile {
+				t1 := min(t0+colTile, cols)
+				for b := range j.batch {
+					res := (*[4]float32)(acc[4*b : 4*b+4])
+					if t0 == 0 {
+						dot4(j.x[b*cols+t0:b*cols+t1], rowsBuf[t0:], cols, res)
+						continue
+					}
+					dot4(j.x[b*cols+t0:b*cols+t1], rowsBuf[t0:], cols, part)
+					for k := range res {
+						res[k] += part[k]
+					}
+				}
+			}
+			for b := range j.batch {
+				copy(j.out[b*j.rows+r0:b*j.rows+r0+4], acc[4*b:4*b+4])
+			}
+			continue
+		}
+		// The last, partial group.
+		for k := range n {
+			row := rowsBuf[k*cols : (k+1)*cols]
+			for b := range j.batch {
+				j.out[b*j.rows+r0+k] = dot(row, j.x[b*cols:(b+1)*cols])
+			}
 		}
 	}
 }
