@@ -36,20 +36,21 @@ type layer struct {
 
 // Model is a loaded Llama-family model.
 type Model struct {
-	cfg      model.Config
-	pool     *kernels.Pool
-	eps      float32
-	neox     bool
-	ropeDim  int
-	invFreq  []float32 // ropeDim/2 angular frequencies, scaling applied
-	embd     kernels.Matrix
-	outNorm  []float32
-	output   kernels.Matrix
-	layers   []layer
-	scratch  scratch
-	seqNext  map[*kvcache.Seq]int
-	attnFunc func(lo, hi int)
-	attn     attnArgs
+	cfg       model.Config
+	pool      *kernels.Pool
+	attnScale float32
+	eps       float32
+	neox      bool
+	ropeDim   int
+	invFreq   []float32 // ropeDim/2 angular frequencies, scaling applied
+	embd      kernels.Matrix
+	outNorm   []float32
+	output    kernels.Matrix
+	layers    []layer
+	scratch   scratch
+	seqNext   map[*kvcache.Seq]int
+	attnFunc  func(lo, hi int)
+	attn      attnArgs
 }
 
 // scratch holds the activations of one step, grown to the largest batch.
@@ -61,6 +62,20 @@ type scratch struct {
 	hb, hb2    []float32 // n × ffn
 	cos, sin   []float32 // n × ropeDim/2
 	xs         []float32 // rows that want logits, n × dim
+	scores     [][]float32
+}
+
+// growScores makes one attention score row per pool slot of at least n.
+func (s *scratch) growScores(slots, n int) {
+	if len(s.scores) != slots {
+		s.scores = make([][]float32, slots)
+	}
+	for w := range s.scores {
+		if cap(s.scores[w]) < n {
+			s.scores[w] = make([]float32, max(n, 2*cap(s.scores[w])))
+		}
+		s.scores[w] = s.scores[w][:cap(s.scores[w])]
+	}
 }
 
 // Load builds a Llama or Qwen2 model from f.
@@ -159,6 +174,7 @@ func Load(f *gguf.File, opts model.Options) (model.Model, error) {
 		}
 	}
 	m.attnFunc = m.attendRange
+	m.attnScale = float32(1 / math.Sqrt(float64(c.HeadDim)))
 	return m, nil
 }
 
@@ -349,6 +365,11 @@ func (m *Model) Forward(b *model.Batch, logits []float32) error {
 	n := len(b.Tokens)
 	s := m.ensure(n)
 	dim, qDim, kvDim := c.Dim, c.Heads*c.HeadDim, c.KVDim()
+	longest := 0
+	for _, p := range b.Pos {
+		longest = max(longest, int(p)+1)
+	}
+	s.growScores(m.pool.Threads(), longest)
 	x := s.x[:n*dim]
 	for i, tok := range b.Tokens {
 		kernels.DequantizeRow(m.embd.Type, x[i*dim:(i+1)*dim], m.embd.Row(int(tok)))
@@ -382,8 +403,8 @@ func (m *Model) Forward(b *model.Batch, logits []float32) error {
 			seq, pos := b.Seqs[i], int(b.Pos[i])
 			seq.Store(li, pos, k[i*kvDim:(i+1)*kvDim], v[i*kvDim:(i+1)*kvDim])
 		}
-		m.attn = attnArgs{b: b, layer: li, q: q, out: att}
-		m.pool.For(n*c.Heads, m.attnFunc)
+		m.attn = attnArgs{b: b, layer: li, q: q, out: att, scores: s.scores}
+		m.pool.For(len(s.scores), m.attnFunc)
 		kernels.MatMul(m.pool, xb, l.wo, att, n)
 		kernels.Add(x, xb)
 
@@ -443,42 +464,51 @@ type attnArgs struct {
 	b      *model.Batch
 	layer  int
 	q, out []float32
+	scores [][]float32 // one row per pool slot, as long as the longest sequence
 }
 
-// attendRange computes attention outputs for (token, head) items [lo, hi).
-// Each query attends to its own sequence's positions up to and including its
-// own, with the softmax computed online in one pass over the cached keys.
+// attendRange runs the attention of pool slots [lo, hi). Slot w owns
+// scores[w] and takes every Threads()-th (token, head) item starting at w,
+// which spreads the long causal rows at the end of a prompt over all slots.
 func (m *Model) attendRange(lo, hi int) {
+	a := &m.attn
+	items := len(a.b.Tokens) * m.cfg.Heads
+	step := len(a.scores)
+	for w := lo; w < hi; w++ {
+		for it := w; it < items; it += step {
+			m.attendOne(it, a.scores[w])
+		}
+	}
+}
+
+// attendOne computes one (token, head) output: the query attends to its own
+// sequence's positions up to and including its own, with scores computed
+// first, then softmax, then the weighted sum of values (as llama.cpp does
+// without flash attention).
+func (m *Model) attendOne(it int, scores []float32) {
 	c := &m.cfg
 	a := &m.attn
 	hd, kvDim := c.HeadDim, c.KVDim()
-	group := c.Heads / c.KVHeads
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	for it := lo; it < hi; it++ {
-		i, h := it/c.Heads, it%c.Heads
-		q := a.q[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
-		out := a.out[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
-		clear(out)
-		kvOff := (h / group) * hd
-		seq, limit := a.b.Seqs[i], int(a.b.Pos[i])+1
-		maxScore, sum := float32(math.Inf(-1)), float32(0)
-		for pos := 0; pos < limit; {
-			ks, vs, end := seq.Span(a.layer, pos, limit)
-			for j := range end - pos {
-				kr := ks[j*kvDim+kvOff : j*kvDim+kvOff+hd]
-				score := kernels.Dot(q, kr) * scale
-				if score > maxScore {
-					r := float32(math.Exp(float64(maxScore - score)))
-					kernels.Scale(out, r)
-					sum *= r
-					maxScore = score
-				}
-				w := float32(math.Exp(float64(score - maxScore)))
-				sum += w
-				kernels.Axpy(w, vs[j*kvDim+kvOff:j*kvDim+kvOff+hd], out)
-			}
-			pos = end
+	i, h := it/c.Heads, it%c.Heads
+	q := a.q[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
+	out := a.out[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
+	kvOff := (h / (c.Heads / c.KVHeads)) * hd
+	seq, limit := a.b.Seqs[i], int(a.b.Pos[i])+1
+	scores = scores[:limit]
+	for pos := 0; pos < limit; {
+		ks, _, end := seq.Span(a.layer, pos, limit)
+		for j := range end - pos {
+			scores[pos+j] = kernels.Dot(q, ks[j*kvDim+kvOff:j*kvDim+kvOff+hd]) * m.attnScale
 		}
-		kernels.Scale(out, 1/sum)
+		pos = end
+	}
+	kernels.Softmax(scores)
+	clear(out)
+	for pos := 0; pos < limit; {
+		_, vs, end := seq.Span(a.layer, pos, limit)
+		for j := range end - pos {
+			kernels.Axpy(scores[pos+j], vs[j*kvDim+kvOff:j*kvDim+kvOff+hd], out)
+		}
+		pos = end
 	}
 }
