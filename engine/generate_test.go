@@ -27,7 +27,7 @@ type reference struct {
 	OutputText string  `json:"output_text"`
 }
 
-func setup(t *testing.T) (*Generator, []reference) {
+func setup(t *testing.T) (*Engine, []reference) {
 	t.Helper()
 	f, err := gguf.Open(filepath.Join(sharedDir, "models", "stories260K.gguf"))
 	if err != nil {
@@ -44,10 +44,11 @@ func setup(t *testing.T) (*Generator, []reference) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := m.NewCache(32, 16)
+	e, err := New(Config{Model: m, Tokenizer: tok, Parallel: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.Close)
 	fd, err := os.Open(filepath.Join(sharedDir, "reference", "greedy-stories260K.jsonl"))
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func setup(t *testing.T) (*Generator, []reference) {
 	if len(refs) == 0 {
 		t.Fatal("no references")
 	}
-	return &Generator{Model: m, Tokenizer: tok, Cache: cache}, refs
+	return e, refs
 }
 
 type collected struct {
@@ -73,11 +74,11 @@ type collected struct {
 	text strings.Builder
 }
 
-func (c *collected) emit(text []byte, id int32) error {
-	if id >= 0 {
-		c.ids = append(c.ids, id)
+func (c *collected) emit(ev Event) error {
+	if ev.Token >= 0 {
+		c.ids = append(c.ids, ev.Token)
 	}
-	c.text.Write(text)
+	c.text.WriteString(ev.Text)
 	return nil
 }
 
@@ -86,7 +87,7 @@ func (c *collected) emit(text []byte, id int32) error {
 func TestGreedyReference(t *testing.T) {
 	g, refs := setup(t)
 	for _, r := range refs {
-		prompt := g.Tokenizer.Encode(r.Prompt, true, false)
+		prompt := g.cfg.Tokenizer.Encode(r.Prompt, true, false)
 		if !equal(prompt, r.PromptIDs) {
 			t.Errorf("%q tokenizes to %v, llama.cpp: %v", r.Prompt, prompt, r.PromptIDs)
 			continue
@@ -103,7 +104,7 @@ func TestGreedyReference(t *testing.T) {
 			t.Errorf("result %+v", res)
 		}
 	}
-	if n := g.Cache.BlocksInUse(); n != 0 {
+	if n := g.Cache().BlocksInUse(); n != 0 {
 		t.Errorf("%d KV blocks still in use", n)
 	}
 }
@@ -162,7 +163,7 @@ func TestSeededSamplingIsReproducible(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	g, refs := setup(t)
-	noop := func([]byte, int32) error { return nil }
+	noop := func(Event) error { return nil }
 	if _, err := g.Generate(context.Background(), Request{}, noop); err == nil {
 		t.Error("empty prompt accepted")
 	}
@@ -173,23 +174,22 @@ func TestErrors(t *testing.T) {
 	if _, err := g.Generate(context.Background(), Request{Prompt: refs[0].PromptIDs, Sample: sample.Params{Temperature: -1}}, noop); !errors.Is(err, sample.ErrInvalidParams) {
 		t.Errorf("negative temperature: %v", err)
 	}
+	// Cancelling after the first event ends the stream with ErrCanceled at
+	// the next step, long before the 118 tokens the context leaves.
 	ctx, cancel := context.WithCancel(context.Background())
-	n := 0
-	_, err := g.Generate(ctx, Request{Prompt: refs[0].PromptIDs, MaxTokens: 40}, func([]byte, int32) error {
-		if n++; n == 3 {
-			cancel()
-		}
+	res, err := g.Generate(ctx, Request{Prompt: refs[0].PromptIDs, IgnoreEOS: true}, func(Event) error {
+		cancel()
 		return nil
 	})
-	if !errors.Is(err, context.Canceled) || n != 3 {
-		t.Errorf("cancelled after 3 tokens: err %v after %d tokens", err, n)
+	if !errors.Is(err, ErrCanceled) || res.Tokens > 60 {
+		t.Errorf("cancelled after the first event: err %v after %d tokens", err, res.Tokens)
 	}
-	if got := g.Cache.BlocksInUse(); got != 0 {
+	if got := g.Cache().BlocksInUse(); got != 0 {
 		t.Errorf("%d blocks in use after cancellation", got)
 	}
 	// Generation to the end of the context finishes with "length".
-	res, err := g.Generate(context.Background(), Request{Prompt: refs[0].PromptIDs, IgnoreEOS: true}, noop)
-	if err != nil || res.FinishReason != FinishLength || res.PromptTokens+res.Tokens != g.Model.Config().Context {
+	res, err = g.Generate(context.Background(), Request{Prompt: refs[0].PromptIDs, IgnoreEOS: true}, noop)
+	if err != nil || res.FinishReason != FinishLength || res.PromptTokens+res.Tokens != g.cfg.Context {
 		t.Errorf("run to the context end: %+v %v", res, err)
 	}
 }

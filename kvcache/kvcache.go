@@ -36,9 +36,22 @@ type Cache struct {
 	k   []float32
 	v   []float32
 
-	mu   sync.Mutex // guards free and refs
-	free []int32
-	refs []int32
+	mu   sync.Mutex // guards everything below
+	free []int32    // blocks holding nothing reusable
+	refs []int32    // sequences holding each block
+
+	// Prefix cache: full blocks registered by Publish are found by the
+	// hash of their tokens and of everything before them. A registered
+	// block whose last holder releases it stays "idle" (in LRU order) and
+	// can be reused by Reuse until alloc needs it back.
+	byHash     map[uint64]int32
+	hash       []uint64 // per block; 0 when not registered
+	tokens     []int32  // per block, BlockSize tokens, to verify a hash match
+	prev, next []int32  // idle LRU list links; -1 ends
+	head, tail int32    // idle LRU: head is the least recently used
+	idle       int
+	hits       uint64 // tokens found by Reuse
+	queries    uint64 // tokens looked up by Reuse
 }
 
 // New allocates a cache. The memory it takes is 2 × 4 bytes × Blocks ×
@@ -58,7 +71,9 @@ func New(cfg Config) (*Cache, error) {
 		}
 		n = lo
 	}
-	c := &Cache{cfg: cfg, k: make([]float32, n), v: make([]float32, n), refs: make([]int32, cfg.Blocks)}
+	c := &Cache{cfg: cfg, k: make([]float32, n), v: make([]float32, n), refs: make([]int32, cfg.Blocks),
+		byHash: map[uint64]int32{}, hash: make([]uint64, cfg.Blocks), tokens: make([]int32, cfg.Blocks*cfg.BlockSize),
+		prev: make([]int32, cfg.Blocks), next: make([]int32, cfg.Blocks), head: -1, tail: -1}
 	c.free = make([]int32, cfg.Blocks)
 	for i := range c.free {
 		c.free[i] = int32(cfg.Blocks - 1 - i) // hand out low blocks first
@@ -73,24 +88,49 @@ func (c *Cache) Config() Config { return c.cfg }
 func (c *Cache) BlocksInUse() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.cfg.Blocks - len(c.free)
+	return c.cfg.Blocks - len(c.free) - c.idle
 }
 
-// BlocksFree is the number of blocks not held by any sequence.
+// BlocksFree is the number of blocks not held by any sequence, including
+// idle prefix-cache blocks that alloc may take back.
 func (c *Cache) BlocksFree() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.free)
+	return len(c.free) + c.idle
+}
+
+// BlocksCached is the number of blocks registered in the prefix cache,
+// held or idle.
+func (c *Cache) BlocksCached() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.byHash)
+}
+
+// PrefixStats returns how many prompt tokens Reuse looked up and how many
+// of them it found cached.
+func (c *Cache) PrefixStats() (queried, hit uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queries, c.hits
 }
 
 func (c *Cache) alloc() (int32, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.free) == 0 {
+	var b int32
+	switch {
+	case len(c.free) > 0:
+		b = c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
+	case c.idle > 0: // evict the least recently used cached block
+		b = c.head
+		c.unlinkIdle(b)
+		delete(c.byHash, c.hash[b])
+		c.hash[b] = 0
+	default:
 		return 0, ErrFull
 	}
-	b := c.free[len(c.free)-1]
-	c.free = c.free[:len(c.free)-1]
 	c.refs[b] = 1
 	return b, nil
 }
@@ -100,10 +140,132 @@ func (c *Cache) release(blocks []int32) {
 	defer c.mu.Unlock()
 	for _, b := range blocks {
 		c.refs[b]--
-		if c.refs[b] == 0 {
+		if c.refs[b] > 0 {
+			continue
+		}
+		if c.hash[b] != 0 {
+			c.pushIdle(b)
+		} else {
 			c.free = append(c.free, b)
 		}
 	}
+}
+
+func (c *Cache) pushIdle(b int32) {
+	c.prev[b], c.next[b] = c.tail, -1
+	if c.tail >= 0 {
+		c.next[c.tail] = b
+	} else {
+		c.head = b
+	}
+	c.tail = b
+	c.idle++
+}
+
+func (c *Cache) unlinkIdle(b int32) {
+	p, n := c.prev[b], c.next[b]
+	if p >= 0 {
+		c.next[p] = n
+	} else {
+		c.head = n
+	}
+	if n >= 0 {
+		c.prev[n] = p
+	} else {
+		c.tail = p
+	}
+	c.idle--
+}
+
+// chainHash is the prefix-cache key of a block: FNV-1a over the previous
+// block's key and this block's tokens. It is never 0.
+func chainHash(prev uint64, toks []int32) uint64 {
+	const prime = 1099511628211
+	h := prev ^ 14695981039346656037
+	for i := 0; i < 8; i++ {
+		h = (h ^ (prev >> (8 * i) & 0xff)) * prime
+	}
+	for _, t := range toks {
+		u := uint32(t)
+		for i := 0; i < 4; i++ {
+			h = (h ^ uint64(u>>(8*i)&0xff)) * prime
+		}
+	}
+	if h == 0 {
+		h = 1
+	}
+	return h
+}
+
+// Reuse attaches to an empty sequence the longest run of cached full
+// blocks that hold a prefix of tokens, and returns how many tokens that
+// covers (a multiple of BlockSize). The caller computes the rest. To keep
+// at least one token to compute, pass the prompt without its last token.
+func (s *Seq) Reuse(tokens []int32) int {
+	if s.n != 0 || len(s.blocks) != 0 {
+		panic("kvcache: Reuse on a non-empty sequence")
+	}
+	c := s.c
+	bs := c.cfg.BlockSize
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queries += uint64(len(tokens))
+	h := uint64(0)
+	for i := 0; (i+1)*bs <= len(tokens); i++ {
+		blk := tokens[i*bs : (i+1)*bs]
+		h = chainHash(h, blk)
+		b, ok := c.byHash[h]
+		if !ok || !equalTokens(c.tokens[int(b)*bs:(int(b)+1)*bs], blk) {
+			break
+		}
+		if c.refs[b] == 0 {
+			c.unlinkIdle(b)
+		}
+		c.refs[b]++
+		s.blocks = append(s.blocks, b)
+	}
+	s.n = len(s.blocks) * bs
+	c.hits += uint64(s.n)
+	return s.n
+}
+
+// Publish registers the sequence's full blocks that hold tokens (the
+// tokens at positions 0, 1, …, which must already be stored) in the prefix
+// cache, so later sequences with the same prefix can Reuse them. Blocks
+// whose content is already registered (from another sequence) are skipped.
+func (s *Seq) Publish(tokens []int32) {
+	c := s.c
+	bs := c.cfg.BlockSize
+	n := min(len(tokens), s.n) / bs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := uint64(0)
+	for i := 0; i < n; i++ {
+		blk := tokens[i*bs : (i+1)*bs]
+		h = chainHash(h, blk)
+		b := s.blocks[i]
+		if c.hash[b] == h {
+			continue // this block is the registered one already
+		}
+		if _, taken := c.byHash[h]; taken || c.hash[b] != 0 {
+			continue
+		}
+		c.byHash[h] = b
+		c.hash[b] = h
+		copy(c.tokens[int(b)*bs:], blk)
+	}
+}
+
+func equalTokens(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Seq is one sequence's view of the cache: its block table and length.

@@ -93,29 +93,24 @@ func runCmd(args []string, std stdio) error {
 	if err := params.Validate(cfg.Vocab); err != nil {
 		return err
 	}
-	limit := cfg.Context
-	if *ctxLen > 0 {
-		limit = *ctxLen
-	}
-	const blockSize = 16
-	cache, err := l.model.NewCache((limit+blockSize-1)/blockSize, blockSize)
+	eng, err := engine.New(engine.Config{Model: l.model, Tokenizer: l.tok, Parallel: 1, Context: *ctxLen})
 	if err != nil {
 		return err
 	}
-	gen := &engine.Generator{Model: l.model, Tokenizer: l.tok, Cache: cache, Context: limit}
+	defer eng.Close()
 	ids := l.tok.Encode(text, true, true)
 
 	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stopSignals()
 	out := std.out // os.Stdout is unbuffered: each piece reaches the terminal as decoded
-	res, err := gen.Generate(ctx, engine.Request{
+	res, err := eng.Generate(ctx, engine.Request{
 		Prompt:    ids,
 		MaxTokens: *n,
 		Sample:    params,
 		Stop:      stops,
 		IgnoreEOS: *ignoreEOS,
-	}, func(piece []byte, _ int32) error {
-		_, err := out.Write(piece)
+	}, func(ev engine.Event) error {
+		_, err := io.WriteString(out, ev.Text)
 		return err
 	})
 	fmt.Fprintln(out)

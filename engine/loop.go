@@ -1,0 +1,295 @@
+package engine
+
+import (
+	"container/heap"
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/spigot-llm/spigot/engine/sample"
+	"github.com/spigot-llm/spigot/engine/stop"
+)
+
+// queued is a request waiting for a free sequence slot.
+type queued struct {
+	req    Request
+	stream *Stream
+	ctx    context.Context
+	at     time.Time
+	id     uint64
+}
+
+// waitQueue orders waiting requests by priority (lower first, as vLLM
+// orders them), then by arrival.
+type waitQueue []*queued
+
+func (q waitQueue) Len() int { return len(q) }
+func (q waitQueue) Less(i, j int) bool {
+	if q[i].req.Priority != q[j].req.Priority {
+		return q[i].req.Priority < q[j].req.Priority
+	}
+	return q[i].id < q[j].id
+}
+func (q waitQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *waitQueue) Push(x any)   { *q = append(*q, x.(*queued)) }
+func (q *waitQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return x
+}
+
+// loop is the engine goroutine: admit, step, repeat.
+func (e *Engine) loop() {
+	defer close(e.loopDone)
+	for {
+		select {
+		case <-e.stopLoop:
+			e.abortAll()
+			return
+		default:
+		}
+		e.dropCanceled()
+		e.admit()
+		if len(e.seqs) == 0 {
+			e.mu.Lock()
+			done := e.closing && len(e.queue) == 0
+			e.mu.Unlock()
+			if done {
+				return
+			}
+			select {
+			case <-e.wake:
+			case <-e.stopLoop:
+				e.abortAll()
+				return
+			}
+			continue
+		}
+		e.step()
+	}
+}
+
+// dropCanceled ends cancelled requests, running or queued, and frees
+// their cache blocks.
+func (e *Engine) dropCanceled() {
+	kept := e.seqs[:0]
+	for _, s := range e.seqs {
+		if s.ctx.Err() != nil {
+			e.end(s, ErrCanceled)
+			continue
+		}
+		kept = append(kept, s)
+	}
+	clear(e.seqs[len(kept):])
+	e.seqs = kept
+
+	e.mu.Lock()
+	var gone []*queued
+	for i := 0; i < len(e.queue); {
+		if q := e.queue[i]; q.ctx.Err() != nil {
+			heap.Remove(&e.queue, i)
+			gone = append(gone, q)
+			continue
+		}
+		i++
+	}
+	e.mu.Unlock()
+	for _, q := range gone {
+		e.stats.canceled.Add(1)
+		q.stream.finish(Result{PromptTokens: len(q.req.Prompt), QueueTime: time.Since(q.at)}, ErrCanceled)
+	}
+}
+
+// admit moves waiting requests into free sequence slots, attaching any
+// cached prefix of their prompts.
+func (e *Engine) admit() {
+	for len(e.seqs) < e.cfg.Parallel {
+		e.mu.Lock()
+		if len(e.queue) == 0 {
+			e.mu.Unlock()
+			return
+		}
+		q := heap.Pop(&e.queue).(*queued)
+		e.mu.Unlock()
+		s := &seqState{
+			req:      q.req,
+			stream:   q.stream,
+			ctx:      q.ctx,
+			kv:       e.cache.NewSeq(),
+			sampler:  sample.New(q.req.Sample, e.vocab),
+			dec:      e.cfg.Tokenizer.NewDecoder(),
+			stops:    stop.New(q.req.Stop),
+			start:    time.Now(),
+			enqueued: q.at,
+		}
+		s.dec.KeepLeadingSpace = true // the output continues the prompt
+		s.res.PromptTokens = len(q.req.Prompt)
+		s.res.QueueTime = s.start.Sub(q.at)
+		prompt := q.req.Prompt
+		s.next = s.kv.Reuse(prompt[:len(prompt)-1])
+		s.res.CachedTokens = s.next
+		e.stats.prefixQuery.Add(uint64(len(prompt) - 1))
+		e.stats.prefixHit.Add(uint64(s.next))
+		for _, id := range prompt {
+			s.sampler.Accept(id)
+		}
+		e.seqs = append(e.seqs, s)
+	}
+	e.setRunning()
+}
+
+func (e *Engine) setRunning() { atomic.StoreInt32(&e.running, int32(len(e.seqs))) }
+
+// step runs one forward pass: the next token of every decoding sequence,
+// then prompt chunks up to the step budget, then sampling.
+func (e *Engine) step() {
+	e.batch.Reset()
+	budget := e.cfg.StepTokens
+	rows := 0
+	for _, s := range e.seqs {
+		s.row = -1
+		if s.next == len(s.req.Prompt) {
+			s.row = rows
+			rows++
+			e.batch.Add(s.last, s.kv.Len(), s.kv, true)
+			budget--
+		}
+	}
+	var prefilled []*seqState
+	for _, s := range e.seqs {
+		prompt := s.req.Prompt
+		if s.next == len(prompt) || budget <= 0 {
+			continue
+		}
+		n := min(len(prompt)-s.next, budget)
+		for i := s.next; i < s.next+n; i++ {
+			last := i == len(prompt)-1
+			e.batch.Add(prompt[i], i, s.kv, last)
+			if last {
+				s.row = rows
+				rows++
+				prefilled = append(prefilled, s)
+			}
+		}
+		s.next += n
+		budget -= n
+		e.stats.prompt.Add(uint64(n))
+	}
+	e.stats.steps.Add(1)
+	if err := e.cfg.Model.Forward(&e.batch, e.logits[:rows*e.vocab]); err != nil {
+		for _, s := range e.seqs {
+			e.end(s, err)
+		}
+		clear(e.seqs)
+		e.seqs = e.seqs[:0]
+		e.setRunning()
+		return
+	}
+	for _, s := range prefilled {
+		s.kv.Publish(s.req.Prompt)
+	}
+	kept := e.seqs[:0]
+	for _, s := range e.seqs {
+		if s.row >= 0 && e.emit(s, e.logits[s.row*e.vocab:(s.row+1)*e.vocab]) {
+			continue // finished
+		}
+		kept = append(kept, s)
+	}
+	clear(e.seqs[len(kept):])
+	e.seqs = kept
+	e.setRunning()
+}
+
+// emit samples the next token of s from logits and streams it. It reports
+// whether the sequence finished.
+func (e *Engine) emit(s *seqState, logits []float32) bool {
+	id := s.sampler.Sample(logits)
+	s.sampler.Accept(id)
+	s.res.Tokens++
+	e.stats.generated.Add(1)
+	if s.res.Tokens == 1 {
+		s.res.TTFT = time.Since(s.start)
+	}
+	if !s.req.IgnoreEOS && e.cfg.Tokenizer.IsEOG(id) {
+		e.finish(s, FinishStop)
+		return true
+	}
+	ev := Event{Token: id}
+	if s.req.Logprobs {
+		ev.Logprob = s.sampler.Logprob(id)
+	}
+	if s.req.TopLogprobs > 0 {
+		ev.Top = s.sampler.TopLogprobs(nil, s.req.TopLogprobs)
+	}
+	s.text = s.dec.Append(s.text[:0], id)
+	out, stopped := s.stops.Push(s.text)
+	ev.Text = string(out)
+	s.stream.push(ev)
+	switch {
+	case stopped:
+		s.res.FinishReason = FinishStop
+		e.end(s, nil)
+		return true
+	case (s.req.MaxTokens > 0 && s.res.Tokens >= s.req.MaxTokens) || s.kv.Len()+1 >= e.cfg.Context:
+		e.finish(s, FinishLength)
+		return true
+	}
+	s.last = id
+	return false
+}
+
+// finish flushes the text s still holds and ends it normally.
+func (e *Engine) finish(s *seqState, reason string) {
+	s.res.FinishReason = reason
+	out, stopped := s.stops.Push(s.dec.Flush(s.text[:0]))
+	text := string(out)
+	if !stopped {
+		text += string(s.stops.Flush())
+	}
+	if _, ok := s.stops.Matched(); ok {
+		s.res.FinishReason = FinishStop
+	}
+	if text != "" {
+		s.stream.push(Event{Token: -1, Text: text})
+	}
+	e.end(s, nil)
+}
+
+// end releases s's cache blocks and ends its stream with err (nil for a
+// normal finish).
+func (e *Engine) end(s *seqState, err error) {
+	s.kv.Release()
+	s.res.Elapsed = time.Since(s.start)
+	switch {
+	case err == nil && s.res.FinishReason == FinishStop:
+		e.stats.stop.Add(1)
+	case err == nil:
+		e.stats.length.Add(1)
+	case err == ErrCanceled:
+		e.stats.canceled.Add(1)
+	default:
+		e.stats.failed.Add(1)
+	}
+	s.stream.finish(s.res, err)
+}
+
+// abortAll ends every running and queued request with ErrShutdown.
+func (e *Engine) abortAll() {
+	for _, s := range e.seqs {
+		e.end(s, ErrShutdown)
+	}
+	clear(e.seqs)
+	e.seqs = e.seqs[:0]
+	e.setRunning()
+	e.mu.Lock()
+	e.closing = true
+	q := e.queue
+	e.queue = nil
+	e.mu.Unlock()
+	for _, w := range q {
+		e.stats.failed.Add(1)
+		w.stream.finish(Result{PromptTokens: len(w.req.Prompt)}, ErrShutdown)
+	}
+}
