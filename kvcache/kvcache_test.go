@@ -77,3 +77,57 @@ func TestStoreRoundsToHalf(t *testing.T) {
 		t.Errorf("V = %v", v)
 	}
 }
+
+func TestPrefixReuse(t *testing.T) {
+	c, _ := New(Config{Layers: 1, KVDim: 1, BlockSize: 2, Blocks: 4})
+	prompt := []int32{1, 2, 3, 4, 5}
+	a := c.NewSeq()
+	if got := a.Reuse(prompt[:4]); got != 0 {
+		t.Fatalf("Reuse on an empty cache = %d", got)
+	}
+	if err := a.Reserve(5); err != nil {
+		t.Fatal(err)
+	}
+	for pos := range 5 {
+		a.K(0, pos)[0] = float32(10 + pos)
+	}
+	a.SetLen(5)
+	a.Publish(prompt) // registers blocks [1 2] and [3 4]; [5] is not full
+	if n := c.BlocksCached(); n != 2 {
+		t.Errorf("BlocksCached = %d, want 2", n)
+	}
+	b := c.NewSeq()
+	if got := b.Reuse([]int32{1, 2, 3, 9}); got != 2 {
+		t.Errorf("Reuse of a prompt sharing one block = %d tokens, want 2", got)
+	}
+	if b.K(0, 1)[0] != 11 {
+		t.Errorf("reused block holds %v, want 11", b.K(0, 1)[0])
+	}
+	b.Release()
+	a.Release()
+	if n := c.BlocksInUse(); n != 0 {
+		t.Errorf("BlocksInUse = %d after release, want 0 (cached blocks are idle)", n)
+	}
+	// Idle cached blocks are found again after everyone released them.
+	d := c.NewSeq()
+	if got := d.Reuse(prompt[:4]); got != 4 {
+		t.Errorf("Reuse after release = %d, want 4", got)
+	}
+	d.Release()
+	// Allocating the whole pool evicts the idle blocks, least recent first.
+	e := c.NewSeq()
+	if err := e.Reserve(8); err != nil {
+		t.Fatalf("Reserve of the whole pool with idle cached blocks: %v", err)
+	}
+	if n := c.BlocksCached(); n != 0 {
+		t.Errorf("BlocksCached = %d after eviction, want 0", n)
+	}
+	e.Release()
+	f := c.NewSeq()
+	if got := f.Reuse(prompt[:4]); got != 0 {
+		t.Errorf("Reuse found %d tokens of evicted blocks", got)
+	}
+	if q, h := c.PrefixStats(); q != 4+4+4+4 || h != 2+4 {
+		t.Errorf("PrefixStats = %d queried, %d hit; want 16, 6", q, h)
+	}
+}
