@@ -32,10 +32,15 @@ type Config struct {
 	// ErrQueueFull beyond it (default 64).
 	MaxQueue int
 	// StepTokens is the most tokens one forward step takes: every running
-	// sequence's next token first, then prompt chunks up to this budget, so
+	// sequence's next token first, then prompt chunks up to the budget, so
 	// a long prompt is prefilled over several steps while other streams
-	// keep flowing (default 128).
+	// keep flowing (default 512).
 	StepTokens int
+	// StepTarget bounds how long a step that prefills may take, and so the
+	// inter-token latency of running streams while prompts are read: the
+	// engine measures its speed and shrinks prompt chunks to fit (default
+	// 100ms; negative turns the adaptation off, leaving StepTokens).
+	StepTarget time.Duration
 }
 
 // Stats is a snapshot of the engine's state and counters.
@@ -81,6 +86,9 @@ type Engine struct {
 	seqs   []*seqState
 	batch  model.Batch
 	logits []float32
+	// perToken is a moving average of step time per batch token, which
+	// sizes prompt chunks to StepTarget.
+	perToken time.Duration
 }
 
 // seqState is one running sequence.
@@ -120,7 +128,10 @@ func New(cfg Config) (*Engine, error) {
 		cfg.MaxQueue = 64
 	}
 	if cfg.StepTokens <= 0 {
-		cfg.StepTokens = 128
+		cfg.StepTokens = 512
+	}
+	if cfg.StepTarget == 0 {
+		cfg.StepTarget = 100 * time.Millisecond
 	}
 	cfg.StepTokens = max(cfg.StepTokens, cfg.Parallel)
 	// Every running sequence can always grow to the full context, so a

@@ -215,7 +215,7 @@ func TestQueueFullAndPriority(t *testing.T) {
 func TestChunkedPrefillKeepsStreamsFlowing(t *testing.T) {
 	e0, refs := setup(t)
 	e0.Close()
-	e, err := New(Config{Model: e0.cfg.Model, Tokenizer: e0.cfg.Tokenizer, Parallel: 2, StepTokens: 8})
+	e, err := New(Config{Model: e0.cfg.Model, Tokenizer: e0.cfg.Tokenizer, Parallel: 2, StepTokens: 8, StepTarget: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,5 +302,38 @@ func TestShutdownDeadline(t *testing.T) {
 	_, err2 := drain(t, queued)
 	if !errors.Is(err1, ErrShutdown) && err1 != nil || !errors.Is(err2, ErrShutdown) {
 		t.Errorf("after the deadline: running stream %v, queued stream %v; want ErrShutdown", err1, err2)
+	}
+}
+
+// TestStepTargetShrinksChunks: once the engine has timed a step, a tiny
+// StepTarget cuts prompts into the smallest chunks (16 tokens beside the
+// one running sequence), where StepTokens alone would take them whole.
+func TestStepTargetShrinksChunks(t *testing.T) {
+	e0, _ := setup(t)
+	e0.Close()
+	e, err := New(Config{Model: e0.cfg.Model, Tokenizer: e0.cfg.Tokenizer, Parallel: 1, StepTokens: 512, StepTarget: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	prompt := func(off int) []int32 {
+		p := make([]int32, 100)
+		for i := range p {
+			p[i] = int32(3 + (i*7+off)%500)
+		}
+		return p
+	}
+	steps := func(p []int32) uint64 {
+		before := e.Stats().Steps
+		if _, err := e.Generate(context.Background(), Request{Prompt: p, MaxTokens: 1}, func(Event) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return e.Stats().Steps - before
+	}
+	if n := steps(prompt(0)); n != 1 {
+		t.Errorf("first prompt (no timing yet) took %d steps, want 1", n)
+	}
+	if n := steps(prompt(1)); n != 6 { // ceil(100/17): 16 prompt tokens + 1 for the only slot
+		t.Errorf("second prompt took %d steps, want 6", n)
 	}
 }

@@ -146,7 +146,7 @@ func (e *Engine) setRunning() { atomic.StoreInt32(&e.running, int32(len(e.seqs))
 // then prompt chunks up to the step budget, then sampling.
 func (e *Engine) step() {
 	e.batch.Reset()
-	budget := e.cfg.StepTokens
+	budget := e.stepBudget()
 	rows := 0
 	for _, s := range e.seqs {
 		s.row = -1
@@ -178,7 +178,10 @@ func (e *Engine) step() {
 		e.stats.prompt.Add(uint64(n))
 	}
 	e.stats.steps.Add(1)
-	if err := e.cfg.Model.Forward(&e.batch, e.logits[:rows*e.vocab]); err != nil {
+	t0 := time.Now()
+	err := e.cfg.Model.Forward(&e.batch, e.logits[:rows*e.vocab])
+	e.observeStep(time.Since(t0), len(e.batch.Tokens))
+	if err != nil {
 		for _, s := range e.seqs {
 			e.end(s, err)
 		}
@@ -200,6 +203,33 @@ func (e *Engine) step() {
 	clear(e.seqs[len(kept):])
 	e.seqs = kept
 	e.setRunning()
+}
+
+// stepBudget is the token budget of the next step: StepTokens, lowered so
+// that a step is expected to take about StepTarget, but never so low that
+// prompts starve (room for 16 prompt tokens beside the running sequences).
+// Every running sequence's next token is always added, whatever the budget.
+func (e *Engine) stepBudget() int {
+	b := e.cfg.StepTokens
+	if e.cfg.StepTarget > 0 && e.perToken > 0 {
+		b = min(b, max(int(e.cfg.StepTarget/e.perToken), len(e.seqs)+16))
+	}
+	return b
+}
+
+// observeStep updates the per-token step time from a step of n tokens. Small
+// steps say little about prefill cost (fixed per-step work dominates), so
+// only steps of at least 8 tokens count.
+func (e *Engine) observeStep(d time.Duration, n int) {
+	if n < 8 {
+		return
+	}
+	per := d / time.Duration(n)
+	if e.perToken == 0 {
+		e.perToken = per
+		return
+	}
+	e.perToken = (3*e.perToken + per) / 4
 }
 
 // emit samples the next token of s from logits and streams it. It reports
