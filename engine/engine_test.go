@@ -337,3 +337,21 @@ func TestStepTargetShrinksChunks(t *testing.T) {
 		t.Errorf("second prompt took %d steps, want 6", n)
 	}
 }
+
+// TestRunningCountAfterCancel: the running gauge drops when the last
+// sequence is cancelled, not only when the next request arrives.
+func TestRunningCountAfterCancel(t *testing.T) {
+	e, refs := setup(t)
+	stop := blocker(t, e, refs[0].PromptIDs)
+	if n := e.Stats().Running; n != 1 {
+		t.Fatalf("Running = %d with one stream, want 1", n)
+	}
+	stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().Running != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := e.Stats(); st.Running != 0 || st.BlocksInUse != 0 {
+		t.Errorf("after cancelling the only stream: %+v", st)
+	}
+}

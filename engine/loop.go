@@ -84,6 +84,7 @@ func (e *Engine) dropCanceled() {
 	}
 	clear(e.seqs[len(kept):])
 	e.seqs = kept
+	e.setRunning()
 
 	e.mu.Lock()
 	var gone []*queued
