@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spigot-llm/spigot/gguf"
 	"github.com/spigot-llm/spigot/gguf/llama2c"
+	"github.com/spigot-llm/spigot/hub"
 	"github.com/spigot-llm/spigot/kernels"
 	"github.com/spigot-llm/spigot/model"
 	_ "github.com/spigot-llm/spigot/model/llama" // registers llama, qwen2
@@ -19,6 +21,13 @@ import (
 func openFile(path, tokPath string) (*gguf.File, error) {
 	if path == "" {
 		return nil, fmt.Errorf("no model given: use -m FILE.gguf")
+	}
+	if hub.IsRef(path) { // hf:OWNER/REPO/FILE.gguf: downloaded once into the cache
+		local, err := hub.NewClient().Resolve(context.Background(), path)
+		if err != nil {
+			return nil, err
+		}
+		path = local
 	}
 	if !strings.HasSuffix(path, ".bin") {
 		return gguf.Open(path)

@@ -31,8 +31,10 @@ var commands []command
 func init() {
 	commands = []command{
 		{"run", "generate text from a prompt, printing each piece as it is decoded", runCmd},
+		{"serve", "serve the OpenAI-compatible HTTP API (streaming), with a chat page", serveCmd},
 		{"tokenize", "print a text's token ids as a JSON array", tokenizeCmd},
 		{"synth", "write a Llama GGUF file with deterministic random weights", synthCmd},
+		{"bench", "load-test an OpenAI-compatible server with streaming requests", benchCmd},
 	}
 }
 
