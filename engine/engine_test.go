@@ -366,3 +366,32 @@ func TestRunningCountAfterCancel(t *testing.T) {
 	}
 	t.Fatal("no attempt was cancelled mid-stream")
 }
+
+// TestRecvPoll: Recv with a cancelled context reports what is there
+// without blocking, and ctx.Err() only when nothing is.
+func TestRecvPoll(t *testing.T) {
+	e, refs := setup(t)
+	st, err := e.Submit(context.Background(), Request{Prompt: refs[0].PromptIDs, MaxTokens: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	var got []Event
+	for {
+		evs, err := st.Recv(done, nil)
+		got = append(got, evs...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil && err != context.Canceled {
+			t.Fatal(err)
+		}
+		if err == context.Canceled && len(evs) > 0 {
+			t.Fatal("events and ctx.Err() together")
+		}
+	}
+	if len(ids(got)) != 3 {
+		t.Errorf("polled %d tokens, want 3", len(ids(got)))
+	}
+}

@@ -84,7 +84,9 @@ func (s *Stream) finish(res Result, err error) {
 // there is at least one event or the stream has ended. When the stream has
 // ended and all events were taken, it returns io.EOF for a normal finish
 // (see Result) or the error that ended the stream. A done ctx returns
-// ctx.Err() without ending the stream.
+// ctx.Err() without ending the stream; pending events and the end are
+// reported before ctx is looked at, so Recv with an already-cancelled ctx
+// is a non-blocking poll.
 func (s *Stream) Recv(ctx context.Context, dst []Event) ([]Event, error) {
 	for {
 		s.mu.Lock()
