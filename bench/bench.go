@@ -429,6 +429,12 @@ func (b *runner) do(ctx context.Context, i int, r *record) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
+	// Servers close idle keep-alive connections on their own schedule
+	// (llama-server after 5 s), and a POST sent on one that is closing fails
+	// with EOF before the server saw it. A nil Idempotency-Key entry (not
+	// sent on the wire) lets net/http retry such a request on a fresh
+	// connection, which is safe: the server never received it.
+	req.Header["Idempotency-Key"] = nil
 	if b.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+b.cfg.APIKey)
 	}
