@@ -8,18 +8,27 @@ import "github.com/spigot-llm/spigot/quant"
 type impl struct {
 	name string
 	dot  func(a, b []float32) float32
-	// dot4 sets out[k] to w · x[k*stride:][:len(w)] for k < 4: one vector
-	// against four (MatMul's batched path passes an activation vector as w
-	// and four dequantized weight rows as x). The caller guarantees
-	// len(x) ≥ 3*stride + len(w).
-	dot4 func(w, x []float32, stride int, out *[4]float32)
 	axpy func(alpha float32, x, y []float32)
 	// rowDot[slot(t)] computes one row of type t · x; len(row) has been
-	// checked. Types without a slot are dequantized and use dot/dot4.
+	// checked. Types without a slot are dequantized first.
 	rowDot [numFastTypes]func(row []byte, x []float32) float32
 	// dequant[slot(t)] decodes one row of type t, to exactly
 	// quant.Dequantize's values; the sizes have been checked.
 	dequant [numFastTypes]func(dst []float32, row []byte)
+	// q is MatMul's integer path for Q8_0 and Q4_0 weights (matmul_int.go).
+	q qImpl
+	// f is MatMul's batched float path (matmul_float.go).
+	f fImpl
+	// expSub, if not nil, sets x[i] = exp(x[i]-m) for i < len(x)&^7 and
+	// returns the float64 sum of those; siluMul, if not nil, is SiLUMul's
+	// loop for len(gate)&^7 elements. Both compute exp as expf does, to
+	// within 2 ulp (in vectors, rounding differently).
+	expSub  func(x []float32, m float32) float64
+	siluMul func(gate, up []float32)
+	// max, if not nil, returns the largest of x[:len(x)&^7] ignoring
+	// NaNs, or -Inf; scale, if not nil, multiplies x[:len(x)&^7] by s.
+	max   func(x []float32) float32
+	scale func(x []float32, s float32)
 }
 
 // The weight types with dedicated kernels, as indexes into impl.rowDot and
@@ -52,7 +61,6 @@ func slot(t quant.Type) int {
 var generic = impl{
 	name: "generic",
 	dot:  dotGeneric,
-	dot4: dot4Generic,
 	axpy: axpyGeneric,
 	rowDot: [numFastTypes]func([]byte, []float32) float32{
 		slotF32:  dotF32Generic,
@@ -68,10 +76,16 @@ var generic = impl{
 		slotQ8_0: func(dst []float32, row []byte) { dequantizeGeneric(quant.Q8_0, dst, row) },
 		slotQ4_0: func(dst []float32, row []byte) { dequantizeGeneric(quant.Q4_0, dst, row) },
 	},
+	q: genericQ,
+	f: genericF,
 }
 
 // active is the kernel set in use. It is written only by init.
 var active = generic
+
+// sets lists every kernel set this CPU can run, generic first and active
+// last; init appends to it. Tests run them all.
+var sets = []impl{generic}
 
 // Implementation names the kernel set in use: "generic" for portable Go, or
 // the instruction set of the assembly kernels (such as "avx2").

@@ -16,9 +16,6 @@ import "github.com/spigot-llm/spigot/quant"
 func dotAVX2(a, b []float32) float32
 
 //go:noescape
-func dot4AVX2(w, x []float32, stride int, out *[4]float32)
-
-//go:noescape
 func axpyAVX2(alpha float32, x, y []float32)
 
 //go:noescape
@@ -91,10 +88,32 @@ func hasAVX2() bool {
 	return b&(1<<5) != 0 // AVX2
 }
 
+// hasVNNI reports whether the CPU and OS support AVX-512 F, VL and VNNI
+// (the EVEX VPDPBUSD on 256-bit vectors, and registers Y16-Y31).
+func hasVNNI() bool {
+	if maxID, _, _, _ := cpuid(0, 0); maxID < 7 {
+		return false
+	}
+	_, _, c, _ := cpuid(1, 0)
+	if c&(1<<27) == 0 { // OSXSAVE
+		return false
+	}
+	// The OS saves XMM, YMM, the opmask registers and all 32 ZMM.
+	if xcr0, _ := xgetbv(); xcr0&0xe6 != 0xe6 {
+		return false
+	}
+	_, b, c, _ := cpuid(7, 0)
+	const (
+		avx512f  = 1 << 16
+		avx512vl = 1 << 31
+		vnni     = 1 << 11 // in ECX
+	)
+	return b&(avx512f|avx512vl) == avx512f|avx512vl && c&vnni != 0
+}
+
 var avx2 = impl{
 	name: "avx2",
 	dot:  dotAVX2,
-	dot4: dot4AVX2,
 	axpy: axpyAVX2,
 	rowDot: [numFastTypes]func([]byte, []float32) float32{
 		slotF32:  dotF32AVX2,
@@ -110,10 +129,31 @@ var avx2 = impl{
 		slotQ8_0: dequantQ8_0AVX2,
 		slotQ4_0: dequantQ4_0AVX2,
 	},
+	q:       avx2Q,
+	f:       avx2F,
+	expSub:  expSubAVX2,
+	siluMul: siluMulAVX2,
+	max:     maxAVX2,
+	scale:   scaleAVX2,
 }
+
+// avx512VNNI is avx2 with the integer path's kernels on VPDPBUSD, and
+// float tiles using the 32 vector registers of AVX-512.
+var avx512VNNI = func() impl {
+	k := avx2
+	k.name = "avx512vnni"
+	k.q = vnniQ
+	k.f = avx512F
+	return k
+}()
 
 func init() {
 	if hasAVX2() {
 		active = avx2
+		sets = append(sets, avx2)
+		if hasVNNI() {
+			active = avx512VNNI
+			sets = append(sets, avx512VNNI)
+		}
 	}
 }

@@ -88,40 +88,6 @@ func dotGeneric(a, b []float32) float32 {
 	return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 }
 
-// dot4Generic is
-//
-//	for k := range 4 { out[k] = dotGeneric(w, x[k*stride:k*stride+len(w)]) }
-//
-// reading each w[i] once for all four (two accumulators per output).
-func dot4Generic(w, x []float32, stride int, out *[4]float32) {
-	n := len(w)
-	x0 := x[:n]
-	x1 := x[stride : stride+n]
-	x2 := x[2*stride : 2*stride+n]
-	x3 := x[3*stride : 3*stride+n]
-	var a0, a1, b0, b1, c0, c1, d0, d1 float32
-	i := 0
-	for ; i+2 <= n; i += 2 {
-		v, u := w[i], w[i+1]
-		a0 += v * x0[i]
-		b0 += v * x1[i]
-		c0 += v * x2[i]
-		d0 += v * x3[i]
-		a1 += u * x0[i+1]
-		b1 += u * x1[i+1]
-		c1 += u * x2[i+1]
-		d1 += u * x3[i+1]
-	}
-	if i < n {
-		v := w[i]
-		a0 += v * x0[i]
-		b0 += v * x1[i]
-		c0 += v * x2[i]
-		d0 += v * x3[i]
-	}
-	*out = [4]float32{a0 + a1, b0 + b1, c0 + c1, d0 + d1}
-}
-
 // axpyGeneric is
 //
 //	for i, v := range x { y[i] += alpha * v }

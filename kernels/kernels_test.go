@@ -38,7 +38,8 @@ func exported(t *testing.T) kerneltest.Impl {
 			}
 			MatMul(p, out, Matrix{Type: typ, Data: data, Rows: rows, Cols: cols}, x, batch)
 		},
-		Types: slices.Concat(kerneltest.DefaultTypes, []quant.Type{quant.Q4_K, quant.Q6_K, quant.Q5_0}),
+		Types:    slices.Concat(kerneltest.DefaultTypes, []quant.Type{quant.Q4_K, quant.Q6_K, quant.Q5_0}),
+		IntTypes: []quant.Type{quant.Q8_0, quant.Q4_0},
 	}
 }
 
@@ -51,43 +52,43 @@ func withImpl(k impl, f func()) {
 }
 
 // TestKernels runs the conformance suite on every kernel set this machine
-// can run: the portable Go one, and the dispatched one if it differs.
+// can run: the portable Go one and each assembly one.
 func TestKernels(t *testing.T) {
-	t.Run(generic.name, func(t *testing.T) {
-		withImpl(generic, func() { kerneltest.Test(t, exported(t)) })
-	})
-	if active.name != generic.name {
-		t.Run(active.name, func(t *testing.T) { kerneltest.Test(t, exported(t)) })
+	for _, k := range sets {
+		t.Run(k.name, func(t *testing.T) {
+			withImpl(k, func() { kerneltest.Test(t, exported(t)) })
+		})
 	}
 }
 
-// TestMatMulNilPool checks the single-threaded path against DotRow.
+// TestMatMulNilPool checks that the single-threaded path (a nil Pool) gives
+// the pool's results bit for bit, on each path: batch 1 and batched, float
+// and integer, dedicated kernel or not.
 func TestMatMulNilPool(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
-	for _, typ := range []quant.Type{quant.F32, quant.Q8_0, quant.Q4_K} {
-		const rows, cols = 5, 512
+	p := NewPool(2)
+	defer p.Close()
+	for _, typ := range []quant.Type{quant.F32, quant.Q8_0, quant.Q4_0, quant.Q4_K} {
+		const rows, cols = 70, 512
 		var data []byte
 		for range rows {
 			row, _ := kerneltest.RandRow(r, typ, cols)
 			data = append(data, row...)
 		}
 		m := Matrix{Type: typ, Data: data, Rows: rows, Cols: cols}
-		x := make([]float32, cols)
-		for i := range x {
-			x[i] = float32(r.NormFloat64())
-		}
-		out := make([]float32, rows)
-		MatMul(nil, out, m, x, 1)
-		for i := range out {
-			want := DotRow(typ, m.Row(i), x)
-			// Types with a dedicated kernel take the same path as DotRow
-			// for batch 1; others dequantize, and sum in another order.
-			tol := float32(0)
-			if !Supported(typ) {
-				tol = 1e-5 * max(1, abs32(want))
+		for _, batch := range []int{1, 7} {
+			x := make([]float32, batch*cols)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
 			}
-			if d := abs32(out[i] - want); d > tol {
-				t.Errorf("MatMul(nil, %v)[%d] = %v, want DotRow's %v", typ, i, out[i], want)
+			want := make([]float32, batch*rows)
+			MatMul(p, want, m, x, batch)
+			out := make([]float32, batch*rows)
+			MatMul(nil, out, m, x, batch)
+			for i := range out {
+				if math.Float32bits(out[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("MatMul(nil, %v, batch %d)[%d] = %v, want the pool's %v", typ, batch, i, out[i], want[i])
+				}
 			}
 		}
 	}
@@ -97,34 +98,44 @@ func abs32(v float32) float32 { return float32(math.Abs(float64(v))) }
 
 // TestMatMulBatchIndependence checks the documented property that a batched
 // entry's result depends only on its own x: the same x gives bit-identical
-// outputs at any position in batches of different sizes.
+// outputs at any position in batches of different sizes (on the integer
+// path, batch 1 included).
 func TestMatMulBatchIndependence(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 6))
 	p := NewPool(2)
 	defer p.Close()
-	for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0} {
-		const rows, cols = 37, 96
-		var data []byte
-		for range rows {
-			row, _ := kerneltest.RandRow(r, typ, cols)
-			data = append(data, row...)
-		}
-		m := Matrix{Type: typ, Data: data, Rows: rows, Cols: cols}
-		x := make([]float32, 9*cols)
-		for i := range x {
-			x[i] = float32(r.NormFloat64())
-		}
-		ref := make([]float32, 9*rows)
-		MatMul(p, ref, m, x, 9)
-		for _, batch := range []int{2, 3, 5} {
-			for off := 0; off+batch <= 9; off += 2 {
-				out := make([]float32, batch*rows)
-				MatMul(p, out, m, x[off*cols:(off+batch)*cols], batch)
-				for i, v := range out {
-					if w := ref[off*rows+i]; math.Float32bits(v) != math.Float32bits(w) {
-						t.Fatalf("%v batch %d at offset %d: out[%d] = %v, but %v in a batch of 9", typ, batch, off, i, v, w)
-					}
+	for _, k := range sets {
+		for _, typ := range []quant.Type{quant.F32, quant.F16, quant.Q8_0, quant.Q4_0} {
+			for _, cols := range []int{96, 800} {
+				const rows = 37
+				var data []byte
+				for range rows {
+					row, _ := kerneltest.RandRow(r, typ, cols)
+					data = append(data, row...)
 				}
+				m := Matrix{Type: typ, Data: data, Rows: rows, Cols: cols}
+				x := make([]float32, 9*cols)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				withImpl(k, func() {
+					ref := make([]float32, 9*rows)
+					MatMul(p, ref, m, x, 9)
+					for _, batch := range []int{1, 2, 3, 5} {
+						if batch == 1 && !intPath(typ) {
+							continue
+						}
+						for off := 0; off+batch <= 9; off += 2 {
+							out := make([]float32, batch*rows)
+							MatMul(p, out, m, x[off*cols:(off+batch)*cols], batch)
+							for i, v := range out {
+								if w := ref[off*rows+i]; math.Float32bits(v) != math.Float32bits(w) {
+									t.Fatalf("%s: %v, %d cols, batch %d at offset %d: out[%d] = %v, but %v in a batch of 9", k.name, typ, cols, batch, off, i, v, w)
+								}
+							}
+						}
+					}
+				})
 			}
 		}
 	}
@@ -286,8 +297,24 @@ func TestAllocs(t *testing.T) {
 		data = append(data, row...)
 	}
 	m := Matrix{Type: quant.Q8_0, Data: data, Rows: rows, Cols: cols}
-	x := make([]float32, 4*cols)
-	out := make([]float32, 4*rows)
+	var fdata []byte
+	for range rows {
+		row, _ := kerneltest.RandRow(r, quant.F16, cols+4)
+		fdata = append(fdata, row...)
+	}
+	mf := Matrix{Type: quant.F16, Data: fdata, Rows: rows, Cols: cols + 4}
+	// Odd shapes take the paths for partial groups and tiles.
+	var odata, fodata []byte
+	for range 70 {
+		row, _ := kerneltest.RandRow(r, quant.Q4_0, 288)
+		odata = append(odata, row...)
+		row, _ = kerneltest.RandRow(r, quant.F32, 288)
+		fodata = append(fodata, row...)
+	}
+	mo := Matrix{Type: quant.Q4_0, Data: odata, Rows: 70, Cols: 288}
+	mfo := Matrix{Type: quant.F32, Data: fodata, Rows: 70, Cols: 288}
+	x := make([]float32, 64*(cols+4))
+	out := make([]float32, 64*rows)
 	fn := func(lo, hi int) {}
 	for _, tc := range []struct {
 		name string
@@ -296,8 +323,14 @@ func TestAllocs(t *testing.T) {
 		{"For", func() { p.For(100, fn) }},
 		{"MatMul", func() { MatMul(p, out, m, x[:cols], 1) }},
 		{"MatMul batch", func() { MatMul(p, out, m, x, 4) }},
+		{"MatMul batch 64", func() { MatMul(p, out, m, x, 64) }},
+		{"MatMul F16 batch", func() { MatMul(p, out, mf, x, 64) }},
+		{"MatMul odd", func() { MatMul(p, out, mo, x, 1) }},
+		{"MatMul odd batch", func() { MatMul(p, out, mo, x, 5) }},
+		{"MatMul odd F32 batch", func() { MatMul(p, out, mfo, x, 5) }},
+		{"Softmax", func() { Softmax(x[:1000]) }},
+		{"SiLUMul", func() { SiLUMul(x[:1000], x[1000:2000]) }},
 		{"DotRow", func() { DotRow(quant.Q8_0, m.Row(3), x[:cols]) }},
-		{"Softmax", func() { Softmax(x) }},
 	} {
 		tc.f() // grow scratch
 		if n := testing.AllocsPerRun(50, tc.f); n != 0 {
@@ -329,6 +362,69 @@ func TestMul(t *testing.T) {
 		for i := range a {
 			if want := a[i] * b[i]; got[i] != want {
 				t.Fatalf("Mul(n=%d)[%d] = %v, want %v", n, i, got[i], want)
+			}
+		}
+	}
+}
+
+// TestIntPathSetsAgree checks that every kernel set computes the integer
+// path's canonical sums (matmul_int.go): the assembly sets agree bit for bit, and
+// the portable one, which rounds a separate multiply and add in float64
+// instead of a fused multiply-add, nearly always bit for bit too (it can
+// differ by an ulp in a lane, where the float64 sum rounds to a float32
+// tie): within 2^-22 of the sum of the lanes' magnitudes, and in at most a
+// few outputs.
+func TestIntPathSetsAgree(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	p := NewPool(2)
+	defer p.Close()
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0} {
+		for _, cols := range []int{32, 288, 768, 2080} {
+			const rows, batch = 45, 7
+			var data []byte
+			for range rows {
+				row, _ := kerneltest.RandRow(r, typ, cols)
+				data = append(data, row...)
+			}
+			m := Matrix{Type: typ, Data: data, Rows: rows, Cols: cols}
+			x := make([]float32, batch*cols)
+			for i := range x {
+				x[i] = float32(r.NormFloat64())
+			}
+			// The sums' magnitude bound: Σ|w||x| over the row.
+			mag := make([]float64, batch*rows)
+			w := make([]float32, cols)
+			for rr := range rows {
+				DequantizeRow(typ, w, m.Row(rr))
+				for b := range batch {
+					for i, v := range w {
+						mag[b*rows+rr] += math.Abs(float64(v) * float64(x[b*cols+i]))
+					}
+				}
+			}
+			var ref []float32
+			var refSet string
+			for _, k := range sets {
+				out := make([]float32, batch*rows)
+				withImpl(k, func() { MatMul(p, out, m, x, batch) })
+				if ref == nil {
+					ref, refSet = out, k.name
+					continue
+				}
+				differ := 0
+				for i := range out {
+					if math.Float32bits(out[i]) == math.Float32bits(ref[i]) {
+						continue
+					}
+					differ++
+					d := math.Abs(float64(out[i]) - float64(ref[i]))
+					if refSet != generic.name || d > 0x1p-22*mag[i] || differ > 3 {
+						t.Errorf("%v %d cols: %s gives out[%d] = %v, %s %v", typ, cols, k.name, i, out[i], refSet, ref[i])
+					}
+				}
+				if refSet == generic.name {
+					ref, refSet = out, k.name
+				}
 			}
 		}
 	}

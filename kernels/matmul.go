@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"sync"
+	"unsafe"
 
 	"github.com/spigot-llm/spigot/quant"
 )
@@ -140,24 +141,39 @@ const parallelMin = 1 << 15
 //		}
 //	}
 //
-// splitting the rows across p's threads (a nil p runs on the calling
-// goroutine). len(x) must be at least batch*m.Cols and len(out) at least
+// splitting the work across p's threads (a nil p runs on the calling
+// goroutine), except that for Q8_0 and Q4_0 weights x is first quantized
+// (see below). len(x) must be at least batch*m.Cols and len(out) at least
 // batch*m.Rows; only those prefixes are used. It panics on bad shapes or an
 // unsupported type.
 //
-// Each weight row is read from memory once per call, whatever batch is. With
-// batch 1 each row is dotted straight from its stored form. With batch > 1,
-// rows are taken four at a time: the four are dequantized into a per-thread
-// buffer that stays in L1, and each batch entry's x is dotted with all four
-// at once, so x is streamed once per four rows. The two paths round
-// differently (per-block scaling versus dequantized weights, and different
-// summation orders), so batch-1 results may differ from batched ones in the
-// last bits; but a batched entry's result depends only on its own x, not on
-// the batch size or its position in the batch, and no result depends on the
+// Each weight row is read from memory once per call (a few times for long
+// batches of float weights, see matMulF), whatever batch is.
+//
+// Q8_0 and Q4_0 weights take the integer path, as llama.cpp does: each
+// activation row is quantized once per call with
+// quant.QuantizeActivations (blocks of 32 int8 and a float32 scale), and
+// the products are integer dot products per block, scaled by the two
+// blocks' scales. Quantizing the activations adds an error of at most
+// about Σ_blocks (max|x_block|/254)·Σ|w_block| (see
+// quant.QuantizeActivations) to each result, besides float rounding; the
+// canonical order of the float sums is in matmul_int.go. Every result
+// depends only on its own weight row and x row, bit for bit: not on batch,
+// the row's position in the batch, or the thread count.
+//
+// Other types use float32 activations. With batch 1 each row is dotted
+// straight from its stored form ([DotRow]). With batch > 1, the product is
+// tiled: 4 weight rows (dequantized first unless F32) × 3 to 6 batch
+// entries (by kernel set) at a time, each product summed in 8 lanes over
+// the columns (zero-padded to a multiple of 8) with fused multiply-adds,
+// and the lanes added pairwise (matmul_float.go). The two paths round
+// differently, so batch-1 results may differ from batched ones in the last
+// bits; but a batched entry's result depends only on its own x, not on the
+// batch size or its position in the batch, and no result depends on the
 // thread count.
 //
-// MatMul does not allocate once p's per-thread buffers have grown to
-// 4*(m.Cols+batch) floats (with a nil p, buffers come from a sync.Pool).
+// MatMul does not allocate once p's buffers have grown to fit the call
+// (with a nil p, buffers come from sync.Pools).
 func MatMul(p *Pool, out []float32, m Matrix, x []float32, batch int) {
 	if batch <= 0 || m.Rows <= 0 {
 		return
@@ -173,70 +189,224 @@ func MatMul(p *Pool, out []float32, m Matrix, x []float32, batch int) {
 		panic(fmt.Sprintf("kernels: MatMul of %dx%d by batch %d: x has %d elements (want %d), out %d (want %d)",
 			m.Rows, m.Cols, batch, len(x), batch*m.Cols, len(out), batch*m.Rows))
 	}
+	if m.Cols == 0 {
+		clear(out[:batch*m.Rows])
+		return
+	}
 	j := mmJob{
 		out: out[:batch*m.Rows], data: m.Data[:m.Rows*rs], x: x[:batch*m.Cols],
 		t: m.Type, rows: m.Rows, cols: m.Cols, rs: rs, batch: batch,
 	}
-	// Work units: rows for the direct path, groups of four rows otherwise.
-	units := m.Rows
-	if !j.direct() {
-		units = (m.Rows + 3) / 4
+	switch {
+	case intPath(m.Type):
+		matMulQ(p, j)
+	case batch == 1 && Supported(m.Type):
+		matMulDirect(p, j)
+	default:
+		matMulF(p, j)
 	}
+}
+
+// matMulDirect is MatMul with batch 1 and a dedicated row kernel: one work
+// unit per row.
+func matMulDirect(p *Pool, j mmJob) {
+	j.mode = mmDirect
 	if p == nil {
-		if !j.direct() {
-			buf := getBuf(j.scratchLen())
-			j.buf = *buf
-			j.run(0, 0, units)
-			putBuf(buf)
-			return
-		}
-		j.run(0, 0, units)
+		j.run(0, 0, j.rows)
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	j.p = p
-	if p.threads == 1 || p.closed.Load() || units < 2 || m.Rows*m.Cols*batch < parallelMin {
-		j.run(0, 0, units)
+	if p.threads == 1 || p.closed.Load() || j.rows < 2 || j.rows*j.cols < parallelMin {
+		j.run(0, 0, j.rows)
 		return
 	}
-	p.mm = j
+	p.runJob(&j, j.rows)
+}
+
+// quantParallelMin is the fewest activations worth quantizing in parallel.
+const quantParallelMin = 1 << 14
+
+// split sets j.panelRows, j.panels and j.chunk (see mmJob) for panels of at
+// most maxPanel rows and tiles of maxCols batch entries, chunks of at most
+// maxChunk entries, and returns the number of work units. With several
+// threads, panels shrink (to 4 rows) and the batch is split so that there
+// are about 8 units per thread, to balance the load.
+func (j *mmJob) split(threads, maxPanel, maxCols, maxChunk int) int {
+	j.panelRows = maxPanel
+	if threads > 1 {
+		j.panelRows = min(maxPanel, max(4, j.rows/(8*threads)&^3))
+	}
+	j.panels = (j.rows + j.panelRows - 1) / j.panelRows
+	chunks := (j.batch + maxChunk - 1) / maxChunk
+	if threads > 1 && j.panels*chunks < 8*threads {
+		// Few panels: split the batch too, into two tiles' worth at least.
+		chunks = max(chunks, min((8*threads+j.panels-1)/j.panels, (j.batch+2*maxCols-1)/(2*maxCols)))
+	}
+	j.chunk = (j.batch + chunks - 1) / chunks
+	j.chunk = (j.chunk + maxCols - 1) / maxCols * maxCols
+	return j.panels * ((j.batch + j.chunk - 1) / j.chunk)
+}
+
+// matMulQ is MatMul's integer path.
+func matMulQ(p *Pool, j mmJob) {
+	q := &active.q
+	j.as = q.actSize(j.cols)
+	units := j.split(p.Threads(), qPanelRows, q.maxCols, j.batch)
+	j.mode = mmInt
+	if j.batch == 1 && q.direct != nil {
+		j.mode = mmDirectQ
+	}
+	if p == nil {
+		buf := getBytes()
+		j.act = alignBytes(buf, j.batch*j.as)
+		j.quantizeRows(0, j.batch)
+		pk := getBytes()
+		j.bbuf = *pk
+		j.runQ(0, 0, units)
+		*pk = j.bbuf
+		putBytes(pk)
+		putBytes(buf)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j.p = p
+	j.act = alignBytes(&p.act, j.batch*j.as)
+	parallel := p.threads > 1 && !p.closed.Load() && j.rows*j.cols*j.batch >= parallelMin
+	if parallel && j.batch > 1 && j.batch*j.cols >= quantParallelMin {
+		mode := j.mode
+		j.mode = mmQuantize
+		p.runJob(&j, j.batch)
+		j.mode = mode
+	} else {
+		j.quantizeRows(0, j.batch)
+	}
+	if parallel && units > 1 {
+		p.runJob(&j, units)
+	} else {
+		j.run(0, 0, units)
+	}
+}
+
+// fPanelRows is the rows of a float-path work unit, and fChunkBytes the
+// most activation bytes a unit covers: with 2048 columns, a dequantized
+// panel is 128 KiB and a chunk 256 KiB, so both stay in L2 while the unit
+// runs, and the threads work through the same chunk at about the same time.
+const (
+	fPanelRows  = 16
+	fChunkBytes = 256 << 10
+)
+
+// matMulF is MatMul's batched float path.
+func matMulF(p *Pool, j mmJob) {
+	f := &active.f
+	j.steps = (j.cols + 7) / 8
+	j.xs = j.steps * 8
+	j.inPlace = f.inPlace && j.t == quant.F32 && j.cols%8 == 0
+	units := j.split(p.Threads(), fPanelRows, f.maxCols, max(f.maxCols, fChunkBytes/(4*j.xs)))
+	if p != nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		j.p = p
+	}
+	// x, zero-padded to whole steps when it is not already.
+	j.xp = j.x
+	var xbuf *[]float32
+	if j.xs != j.cols {
+		n := j.batch * j.xs
+		if p != nil {
+			if cap(p.xpad) < n {
+				p.xpad = make([]float32, n)
+			}
+			j.xp = p.xpad[:n]
+		} else {
+			xbuf = getBuf(n)
+			j.xp = *xbuf
+		}
+		for b := range j.batch {
+			copy(j.xp[b*j.xs:], j.x[b*j.cols:(b+1)*j.cols])
+			clear(j.xp[b*j.xs+j.cols : (b+1)*j.xs])
+		}
+	}
+	j.mode = mmFloat
+	switch {
+	case p == nil:
+		buf := getBuf(fPanelRows * j.xs)
+		j.buf = *buf
+		j.run(0, 0, units)
+		putBuf(buf)
+	case p.threads == 1 || p.closed.Load() || units < 2 || j.rows*j.cols*j.batch < parallelMin:
+		j.run(0, 0, units)
+	default:
+		p.runJob(&j, units)
+	}
+	if xbuf != nil {
+		putBuf(xbuf)
+	}
+}
+
+// runJob runs j over units [0, n) on p's threads. p.mu is held.
+func (p *Pool) runJob(j *mmJob, n int) {
+	p.mm = *j
 	p.wfn = p.mmRun
-	p.run(units)
+	p.run(n)
 	p.wfn = nil
 	p.mm = mmJob{} // drop references to the caller's slices
 }
+
+var bytesPool sync.Pool // of *[]byte
+
+func getBytes() *[]byte {
+	if b, ok := bytesPool.Get().(*[]byte); ok {
+		return b
+	}
+	return new([]byte)
+}
+
+func putBytes(b *[]byte) { bytesPool.Put(b) }
 
 // mmJob is one MatMul call's arguments, kept in the Pool so that starting a
 // parallel MatMul allocates no closure.
 type mmJob struct {
 	p                     *Pool     // for per-thread scratch; nil with buf set
 	buf                   []float32 // scratch when p is nil
+	bbuf                  []byte    // packing scratch when p is nil
 	out, x                []float32
 	data                  []byte
 	t                     quant.Type
 	rows, cols, rs, batch int
+	mode                  int
+
+	// Tiled paths: work unit u is panel u%panels of rows (panelRows each),
+	// times batch entries [c*chunk, (c+1)*chunk) with c = u/panels.
+	panelRows, panels, chunk int
+
+	// The integer path: quantized activation rows, as bytes apart.
+	act []byte
+	as  int
+
+	// The float path: x padded to steps of 8 (rows xs apart), and whether
+	// the weight rows are read in place.
+	xp        []float32
+	xs, steps int
+	inPlace   bool
 }
 
-// direct reports whether rows are dotted straight from their stored form
-// (batch 1 with a dedicated kernel), one row per work unit; otherwise a work
-// unit is a group of four rows, dequantized first.
-func (j *mmJob) direct() bool { return j.batch == 1 && slot(j.t) >= 0 }
-
-// scratchLen is the per-thread buffer the grouped path needs: four
-// dequantized rows, a sum per batch entry and row of the group, and four
-// partial sums.
-func (j *mmJob) scratchLen() int { return 4*j.cols + 4*j.batch + 4 }
-
-// colTile is how many columns of a four-row group are dotted with every batch
-// entry before moving on: four rows of it take 16 KiB, so they stay in a
-// 32 KiB L1 cache together with the streaming activations. (Whole rows of a
-// 2048-column matrix would fill L1 alone.)
-const colTile = 1024
+// Work modes of an mmJob.
+const (
+	mmDirect   = iota // batch 1, one row per unit, dotted from its stored form
+	mmFloat           // float tiles
+	mmQuantize        // quantize activation rows, one per unit, for mmInt
+	mmInt             // the integer path's tiles
+	mmDirectQ         // the integer path's batch 1 without packing, a panel per unit
+)
 
 // run computes work units [lo, hi) on participant w.
 func (j *mmJob) run(w, lo, hi int) {
-	if j.direct() {
+	switch j.mode {
+	case mmDirect:
 		dot := active.rowDot[slot(j.t)]
 		x := j.x[:j.cols]
 		out := j.out[lo:hi]
@@ -244,52 +414,55 @@ func (j *mmJob) run(w, lo, hi int) {
 			r := lo + i
 			out[i] = dot(j.data[r*j.rs:(r+1)*j.rs], x)
 		}
-		return
+	case mmFloat:
+		j.runF(w, lo, hi)
+	case mmQuantize:
+		j.quantizeRows(lo, hi)
+	case mmInt, mmDirectQ:
+		j.runQ(w, lo, hi)
 	}
+}
+
+// runF computes float-path units [lo, hi) on participant w: the panel's
+// rows are dequantized (unless read in place) into rows of j.xs floats,
+// zero-padded, then multiplied a tile at a time.
+func (j *mmJob) runF(w, lo, hi int) {
+	f := &active.f
 	buf := j.buf
 	if j.p != nil {
-		buf = j.p.scratchFor(w, j.scratchLen())
+		buf = j.p.scratchFor(w, fPanelRows*j.xs)
 	}
-	cols := j.cols
-	rowsBuf := buf[:4*cols]
-	// Sums per (batch entry, row of the group), and one tile's partial
-	// sums. They live in the scratch: a local array would escape (dot4 is
-	// a func value) and allocate.
-	acc := buf[4*cols : 4*cols+4*j.batch]
-	part := (*[4]float32)(buf[4*cols+4*j.batch:])
-	dot, dot4 := active.dot, active.dot4
-	for g := lo; g < hi; g++ {
-		r0 := 4 * g
-		n := min(4, j.rows-r0)
-		for k := range n {
-			r := r0 + k
-			dequantizeRow(j.t, rowsBuf[k*cols:(k+1)*cols], j.data[r*j.rs:(r+1)*j.rs])
+	bbuf := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(buf))), 4*len(buf))
+	ws := 4 * j.xs
+	for u := lo; u < hi; u++ {
+		r0 := u % j.panels * j.panelRows
+		r1 := min(r0+j.panelRows, j.rows)
+		c0 := u / j.panels * j.chunk
+		c1 := min(c0+j.chunk, j.batch)
+		// Rows to dequantize: all of them, or in place only a last,
+		// partial tile (whose missing rows must read as zeros).
+		d0 := r0
+		if j.inPlace {
+			d0 = r1 - (r1-r0)%4
 		}
-		if n == 4 {
-			for t0 := 0; t0 == 0 || t0 < cols; t0 += colTile {
-				t1 := min(t0+colTile, cols)
-				for b := range j.batch {
-					res := (*[4]float32)(acc[4*b : 4*b+4])
-					if t0 == 0 {
-						dot4(j.x[b*cols+t0:b*cols+t1], rowsBuf[t0:], cols, res)
-						continue
-					}
-					dot4(j.x[b*cols+t0:b*cols+t1], rowsBuf[t0:], cols, part)
-					for k := range res {
-						res[k] += part[k]
-					}
-				}
+		for r := d0; r < (r1+3)/4*4; r++ {
+			row := buf[(r-r0)*j.xs : (r-r0+1)*j.xs]
+			if r >= r1 {
+				clear(row)
+				continue
 			}
-			for b := range j.batch {
-				copy(j.out[b*j.rows+r0:b*j.rows+r0+4], acc[4*b:4*b+4])
-			}
-			continue
+			dequantizeRow(j.t, row[:j.cols], j.data[r*j.rs:(r+1)*j.rs])
+			clear(row[j.cols:])
 		}
-		// The last, partial group.
-		for k := range n {
-			row := rowsBuf[k*cols : (k+1)*cols]
-			for b := range j.batch {
-				j.out[b*j.rows+r0+k] = dot(row, j.x[b*cols:(b+1)*cols])
+		for c := c0; c < c1; c += f.maxCols {
+			nc := min(f.maxCols, c1-c)
+			x := j.xp[c*j.xs:]
+			out := j.out[c*j.rows:]
+			if d0 > r0 {
+				f.tile(j.data[r0*j.rs:d0*j.rs], ws, d0-r0, x, j.xs, nc, j.steps, out[r0:], j.rows)
+			}
+			if d0 < r1 {
+				f.tile(bbuf[(d0-r0)*ws:], ws, r1-d0, x, j.xs, nc, j.steps, out[d0:], j.rows)
 			}
 		}
 	}

@@ -40,7 +40,10 @@ type Pool struct {
 	gen    atomic.Uint64
 	done   chan struct{} // cap 1: the last worker out wakes the caller
 
-	scratch [][]float32 // per participant (0 is the caller), grown on demand
+	scratch  [][]float32 // per participant (0 is the caller), grown on demand
+	bscratch [][]byte    // the same, for bytes
+	act      []byte      // MatMul's quantized activations, shared by the participants
+	xpad     []float32   // MatMul's padded float activations, shared likewise
 
 	mm    mmJob               // the MatMul in progress
 	mmRun func(w, lo, hi int) // runs p.mm; made once so MatMul allocates nothing
@@ -64,9 +67,10 @@ func NewPool(threads int) *Pool {
 		threads = runtime.NumCPU()
 	}
 	p := &Pool{
-		threads: threads,
-		done:    make(chan struct{}, 1),
-		scratch: make([][]float32, threads),
+		threads:  threads,
+		done:     make(chan struct{}, 1),
+		scratch:  make([][]float32, threads),
+		bscratch: make([][]byte, threads),
 	}
 	p.mmRun = func(w, lo, hi int) { p.mm.run(w, lo, hi) }
 	p.workers = make([]*worker, threads-1)
@@ -148,6 +152,13 @@ func (p *Pool) scratchFor(w, n int) []float32 {
 		p.scratch[w] = make([]float32, n)
 	}
 	return p.scratch[w][:n]
+}
+
+// byteScratchFor returns participant w's byte scratch with room for n
+// bytes, starting at a 64-byte boundary. Only participant w may call it
+// during a job.
+func (p *Pool) byteScratchFor(w, n int) []byte {
+	return alignBytes(&p.bscratch[w], n)
 }
 
 // run executes the job in p.fn or p.wfn over [0, n). p.mu is held.
@@ -258,4 +269,6 @@ func (p *Pool) Close() {
 	}
 	p.wg.Wait()
 	p.scratch = make([][]float32, p.threads) // drop the buffers
+	p.bscratch = make([][]byte, p.threads)
+	p.act, p.xpad = nil, nil
 }

@@ -73,6 +73,11 @@ func Mul(dst, src []float32) {
 //
 //	for i := range x { x[i] *= s }
 func Scale(x []float32, s float32) {
+	if active.scale != nil {
+		n := len(x) &^ 7
+		active.scale(x[:n], s)
+		x = x[n:]
+	}
 	for len(x) >= 4 {
 		v := (*[4]float32)(x)
 		v[0] *= s
@@ -130,13 +135,19 @@ func RMSNorm(dst, x, w []float32, eps float32) {
 //	sum := Σ float64(x[i]); for i := range x { x[i] *= float32(1/sum) }
 //
 // -Inf entries (masked positions) get 0. If every entry is -Inf the result
-// is uniform. exp is computed in float32 to within 2 ulp (see expf).
+// is uniform. exp is computed in float32 to within 2 ulp (see expf; the
+// assembly sets compute it 8 lanes at a time, rounding differently).
 func Softmax(x []float32) {
 	if len(x) == 0 {
 		return
 	}
 	m := float32(math.Inf(-1))
-	for _, v := range x {
+	n := 0
+	if active.max != nil {
+		n = len(x) &^ 7
+		m = active.max(x[:n])
+	}
+	for _, v := range x[n:] {
 		if v > m {
 			m = v
 		}
@@ -149,8 +160,13 @@ func Softmax(x []float32) {
 		return
 	}
 	var sum float64
-	for i, v := range x {
-		e := expf(v - m)
+	n = 0
+	if active.expSub != nil {
+		n = len(x) &^ 7
+		sum = active.expSub(x[:n], m)
+	}
+	for i := n; i < len(x); i++ {
+		e := expf(x[i] - m)
 		x[i] = e
 		sum += float64(e)
 	}
@@ -166,7 +182,13 @@ func Softmax(x []float32) {
 func SiLUMul(gate, up []float32) {
 	checkLen("SiLUMul", len(gate), len(up))
 	up = up[:len(gate)]
-	for i, g := range gate {
+	n := 0
+	if active.siluMul != nil {
+		n = len(gate) &^ 7
+		active.siluMul(gate[:n], up[:n])
+	}
+	for i := n; i < len(gate); i++ {
+		g := gate[i]
 		gate[i] = g / (1 + expf(-g)) * up[i]
 	}
 }

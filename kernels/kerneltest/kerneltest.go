@@ -43,6 +43,11 @@ type Impl struct {
 	// Types lists the weight types DotRow, DequantizeRow and MatMul are
 	// tested with. Nil means F32, F16, BF16, Q8_0 and Q4_0.
 	Types []quant.Type
+	// IntTypes lists the weight types for which MatMul quantizes its
+	// activations with quant.QuantizeActivations and multiplies them with
+	// the weights' quants in integer products per block (see
+	// [TestMatMul]). Only Q8_0 and Q4_0 may be listed.
+	IntTypes []quant.Type
 }
 
 // DefaultTypes are the weight types tested when Impl.Types is nil.
@@ -72,7 +77,7 @@ func Test(t *testing.T, impl Impl) {
 	run("RoPE", impl.RoPE != nil, func(t *testing.T) { TestRoPE(t, impl.RoPE) })
 	run("DequantizeRow", impl.DequantizeRow != nil, func(t *testing.T) { TestDequantizeRow(t, impl.DequantizeRow, types) })
 	run("DotRow", impl.DotRow != nil, func(t *testing.T) { TestDotRow(t, impl.DotRow, types) })
-	run("MatMul", impl.MatMul != nil, func(t *testing.T) { TestMatMul(t, impl.MatMul, types) })
+	run("MatMul", impl.MatMul != nil, func(t *testing.T) { TestMatMul(t, impl.MatMul, types, impl.IntTypes) })
 }
 
 // FloatSizes are the vector lengths used for float32 kernels: empty, tiny,
@@ -554,11 +559,25 @@ func refDot(w, x []float32) (ref, abs float64) {
 }
 
 // TestMatMul checks batched matrix products for several shapes, batch sizes
-// 1, 3, 5 and 8, and 1, 2 and 3 threads: each output within the DotRow bound
-// of the float64 reference, nothing written outside out, the inputs
+// 1, 3, 5 and 8, and 1, 2 and 3 threads: each output within its bound of
+// the float64 reference, nothing written outside out, the inputs
 // unchanged, and the result bit-for-bit the same whatever the thread count.
-func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Type, data []byte, rows, cols int, x []float32, batch int), types []quant.Type) {
+//
+// For types in intTypes the bound is q + dotBound(cols, 3, abs+q), with q
+// = [IntBound] and abs = Σ|w·x|: the quantized x̂ = d·q changes the exact
+// product by at most q, and the kernel computes w·x̂ with float32 roundings
+// (one in each block's scale product dw·dx, then the sum of the nb
+// scaled integer dot products) that dotBound covers, on terms whose
+// magnitudes sum to at most abs+q. Each output must also be within
+// dotBound(nb, 2) of the same product computed in float64 from the x
+// quantized by quant.QuantizeActivations — a bound tight enough to catch a
+// misplaced block, which the first is not.
+func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Type, data []byte, rows, cols int, x []float32, batch int), types, intTypes []quant.Type) {
 	for _, typ := range types {
+		isInt := slices.Contains(intTypes, typ)
+		if isInt && typ != quant.Q8_0 && typ != quant.Q4_0 {
+			t.Fatalf("IntTypes lists %v; only Q8_0 and Q4_0 are known", typ)
+		}
 		r := newRand("MatMul" + typ.String())
 		sizes := RowSizes(typ)
 		colsList := []int{sizes[0], sizes[len(sizes)/2], sizes[len(sizes)-1]}
@@ -572,6 +591,7 @@ func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Ty
 					w = append(w, wr...)
 				}
 				data0 := slices.Clone(data)
+				rs := len(data) / rows
 				for _, batch := range []int{1, 3, 5, 8} {
 					x := randVec(r, batch*cols, 1)
 					x0 := slices.Clone(x)
@@ -591,9 +611,18 @@ func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Ty
 							for b := range batch {
 								xb := x[b*cols : (b+1)*cols]
 								for rr := range rows {
-									ref, abs := refDot(w[rr*cols:(rr+1)*cols], xb)
+									wr := w[rr*cols : (rr+1)*cols]
 									got := out[b*rows+rr]
-									if tol := dotBound(cols, 3, abs); math.Abs(float64(got)-ref) > tol {
+									ref, abs := refDot(wr, xb)
+									var qerr float64
+									if isInt {
+										qerr = IntBound(wr, xb)
+										qref, qabs := refIntDot(typ, data[rr*rs:(rr+1)*rs], xb)
+										if tol := dotBound(cols/quant.ActBlock, 2, qabs); math.Abs(float64(got)-qref) > tol {
+											t.Fatalf("%s: out[%d*%d+%d] = %v, want %v ± %g (from the quantized x)", what, b, rows, rr, got, qref, tol)
+										}
+									}
+									if tol := qerr + dotBound(cols, 3, abs+qerr); math.Abs(float64(got)-ref) > tol {
 										t.Fatalf("%s: out[%d*%d+%d] = %v, want %v ± %g", what, b, rows, rr, got, ref, tol)
 									}
 								}
@@ -611,4 +640,57 @@ func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Ty
 			}
 		}
 	}
+}
+
+// IntBound bounds the change in w·x from quantizing x with
+// quant.QuantizeActivations: Σ over blocks of the block's largest error,
+// amax/127·(1/2 + 382u) (as quant documents), times Σ|w| over the block.
+// It is a worst case, reached only if every error has its largest size and
+// the sign of its weight; for random data the change is typically
+// √(block size·3)≈10 times smaller per block, and the blocks' changes
+// partly cancel.
+func IntBound(w, x []float32) float64 {
+	var bound float64
+	for b := 0; b+quant.ActBlock <= len(x); b += quant.ActBlock {
+		var amax, wabs float64
+		for j := b; j < b+quant.ActBlock; j++ {
+			amax = max(amax, math.Abs(float64(x[j])))
+			wabs += math.Abs(float64(w[j]))
+		}
+		bound += amax / 127 * (0.5 + 382*u) * wabs
+	}
+	return bound
+}
+
+// refIntDot is the product of a Q8_0 or Q4_0 row with x quantized by
+// quant.QuantizeActivations, in float64 from the exact integer dot
+// products: Σ_b float32(dw_b·dx_b)·idot_b, and the sum of the terms'
+// magnitudes. (The float32 product of the scales is what an implementation
+// may round once; its summation order is its own.)
+func refIntDot(t quant.Type, row []byte, x []float32) (ref, abs float64) {
+	nb := len(x) / quant.ActBlock
+	xq := make([]int8, len(x))
+	dx := make([]float32, nb)
+	quant.QuantizeActivations(xq, dx, x)
+	bs := t.TypeSize()
+	for b := range nb {
+		blk := row[b*bs : (b+1)*bs]
+		dw := quant.F16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
+		var idot int64
+		for j := range quant.ActBlock {
+			var wq int64
+			if t == quant.Q8_0 {
+				wq = int64(int8(blk[2+j]))
+			} else if j < 16 {
+				wq = int64(blk[2+j]&15) - 8
+			} else {
+				wq = int64(blk[2+j-16]>>4) - 8
+			}
+			idot += wq * int64(xq[b*quant.ActBlock+j])
+		}
+		term := float64(dw*dx[b]) * float64(idot)
+		ref += term
+		abs += math.Abs(term)
+	}
+	return ref, abs
 }
