@@ -39,7 +39,7 @@ type Config struct {
 	// StepTarget bounds how long a step that prefills may take, and so the
 	// inter-token latency of running streams while prompts are read: the
 	// engine measures its speed and shrinks prompt chunks to fit (default
-	// 100ms; negative turns the adaptation off, leaving StepTokens).
+	// 85ms; negative turns the adaptation off, leaving StepTokens).
 	StepTarget time.Duration
 }
 
@@ -131,7 +131,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.StepTokens = 512
 	}
 	if cfg.StepTarget == 0 {
-		cfg.StepTarget = 100 * time.Millisecond
+		cfg.StepTarget = 85 * time.Millisecond
 	}
 	cfg.StepTokens = max(cfg.StepTokens, cfg.Parallel)
 	// Every running sequence can always grow to the full context, so a

@@ -34,6 +34,7 @@ type serveConfig struct {
 	parallel, ctx    int
 	threads          int
 	maxQueue         int
+	stepTime         time.Duration
 	apiKey           string
 	chatTemplate     string
 	shutdownTimeout  time.Duration
@@ -61,6 +62,7 @@ func serve(ctx context.Context, unnotify func(), args []string, std stdio) error
 	fs.IntVar(&c.ctx, "ctx", 0, "context length per sequence (0: the model's)")
 	fs.IntVar(&c.threads, "threads", 0, "threads to compute with (0: all cores)")
 	fs.IntVar(&c.maxQueue, "max-queue", 64, "requests that may wait for a free sequence; more get 429")
+	fs.DurationVar(&c.stepTime, "step-time", 85*time.Millisecond, "target time of a step that reads prompts: bounds running streams' inter-token latency while prompts are prefilled (negative: fixed 512-token chunks)")
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SPIGOT_API_KEY"), "require \"Authorization: Bearer KEY\" (default $SPIGOT_API_KEY)")
 	fs.StringVar(&c.chatTemplate, "chat-template", "", "chat template: a file, Jinja text, or a built-in name ("+strings.Join(chat.Builtins(), ", ")+"); default: the model's own, else chatml")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long running requests may go on before they are ended")
@@ -173,7 +175,7 @@ func loadServed(ctx context.Context, c serveConfig, log *slog.Logger) (*server.M
 		f.Close()
 		return nil, nil, err
 	}
-	eng, err := engine.New(engine.Config{Model: mdl, Tokenizer: tok, Parallel: c.parallel, Context: c.ctx, MaxQueue: c.maxQueue})
+	eng, err := engine.New(engine.Config{Model: mdl, Tokenizer: tok, Parallel: c.parallel, Context: c.ctx, MaxQueue: c.maxQueue, StepTarget: c.stepTime})
 	if err != nil {
 		pool.Close()
 		f.Close()
