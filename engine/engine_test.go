@@ -395,3 +395,35 @@ func TestRecvPoll(t *testing.T) {
 		t.Errorf("polled %d tokens, want 3", len(ids(got)))
 	}
 }
+
+// TestFinalEventCarriesReason: a stream cut by max tokens or a stop string
+// marks its last event with the reason, so transports can send it with the
+// last text instead of in a chunk of its own.
+func TestFinalEventCarriesReason(t *testing.T) {
+	e, refs := setup(t)
+	r := refs[1]
+	for _, tc := range []struct {
+		req  Request
+		want string
+	}{
+		{Request{Prompt: r.PromptIDs, MaxTokens: 5}, FinishLength},
+		{Request{Prompt: r.PromptIDs, MaxTokens: 48, Stop: []string{string([]rune(r.OutputText)[10:13])}}, FinishStop},
+	} {
+		st, err := e.Submit(context.Background(), tc.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := drain(t, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ev := range evs {
+			if last := i == len(evs)-1; (ev.Finish != "") != last || last && ev.Finish != tc.want {
+				t.Errorf("event %d of %d: Finish %q, want %q on the last only", i, len(evs), ev.Finish, tc.want)
+			}
+		}
+		if st.Result().FinishReason != tc.want {
+			t.Errorf("result %+v, want %s", st.Result(), tc.want)
+		}
+	}
+}

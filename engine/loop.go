@@ -257,33 +257,46 @@ func (e *Engine) emit(s *seqState, logits []float32) bool {
 	s.text = s.dec.Append(s.text[:0], id)
 	out, stopped := s.stops.Push(s.text)
 	ev.Text = string(out)
-	s.stream.push(ev)
 	switch {
 	case stopped:
-		s.res.FinishReason = FinishStop
-		e.end(s, nil)
-		return true
+		ev.Finish = FinishStop
 	case (s.req.MaxTokens > 0 && s.res.Tokens >= s.req.MaxTokens) || s.kv.Len()+1 >= e.cfg.Context:
-		e.finish(s, FinishLength)
+		var tail string
+		tail, ev.Finish = e.flush(s, FinishLength)
+		ev.Text += tail
+	}
+	s.stream.push(ev)
+	if ev.Finish != "" {
+		s.res.FinishReason = ev.Finish
+		e.end(s, nil)
 		return true
 	}
 	s.last = id
 	return false
 }
 
-// finish flushes the text s still holds and ends it normally.
-func (e *Engine) finish(s *seqState, reason string) {
-	s.res.FinishReason = reason
+// flush returns the text s still holds (in the decoder and the stop
+// matcher) and the finish reason: reason, or FinishStop when the held text
+// completes a stop string.
+func (e *Engine) flush(s *seqState, reason string) (string, string) {
 	out, stopped := s.stops.Push(s.dec.Flush(s.text[:0]))
 	text := string(out)
 	if !stopped {
 		text += string(s.stops.Flush())
 	}
 	if _, ok := s.stops.Matched(); ok {
-		s.res.FinishReason = FinishStop
+		reason = FinishStop
 	}
+	return text, reason
+}
+
+// finish ends s normally after its last token was sent, sending any text
+// it still holds as a final event.
+func (e *Engine) finish(s *seqState, reason string) {
+	text, reason := e.flush(s, reason)
+	s.res.FinishReason = reason
 	if text != "" {
-		s.stream.push(Event{Token: -1, Text: text})
+		s.stream.push(Event{Token: -1, Text: text, Finish: reason})
 	}
 	e.end(s, nil)
 }

@@ -29,6 +29,12 @@ type Event struct {
 	Logprob float32
 	// Top holds the Request.TopLogprobs most likely tokens at this step.
 	Top []sample.TokenLogprob
+	// Finish is set on the stream's last event when the stream ends
+	// normally in the same step: the finish reason (FinishStop or
+	// FinishLength), so a transport can put it in the chunk that carries
+	// the last text. A stream that ends on an end-of-generation token after
+	// all its text was sent has no such event; Result has the reason.
+	Finish string
 }
 
 // Stream is one request's output. The engine appends events and never

@@ -330,6 +330,7 @@ func (g *generation) stream(w http.ResponseWriter) {
 	sw.flush() // the headers (and role chunks) go out before the first token
 	logprobs := g.j.opts.Request.Logprobs
 	tokens := make([]int, len(g.sts))
+	finished := make([]bool, len(g.sts)) // finish_reason already sent with the last text
 	in := newFanIn(g.sts)
 	defer in.close()
 	for left := len(g.sts); left > 0; {
@@ -348,7 +349,8 @@ func (g *generation) stream(w http.ResponseWriter) {
 					if ev.Token >= 0 {
 						lp = evs[k : k+1]
 					}
-					sw.buf = g.enc.AppendText(sw.buf, i, ev.Text, lp)
+					sw.buf = g.enc.AppendTextFinish(sw.buf, i, ev.Text, lp, ev.Finish)
+					finished[i] = ev.Finish != ""
 				}
 			}
 			if end == nil {
@@ -360,7 +362,7 @@ func (g *generation) stream(w http.ResponseWriter) {
 				return
 			}
 			g.results[i] = g.sts[i].Result()
-			if g.failure == nil {
+			if g.failure == nil && !finished[i] {
 				sw.buf = g.enc.AppendFinish(sw.buf, i, g.results[i].FinishReason)
 			}
 		})

@@ -116,6 +116,13 @@ func (e *Encoder) AppendRole(dst []byte, index int) []byte {
 // released the text (evs[i:i+1]); lp is nil for echoed prompt text and for
 // text flushed at the end (Token -1).
 func (e *Encoder) AppendText(dst []byte, index int, text string, lp []engine.Event) []byte {
+	return e.AppendTextFinish(dst, index, text, lp, "")
+}
+
+// AppendTextFinish is AppendText for the choice's last chunk when it
+// carries text: finish_reason is reason instead of null (reason "" gives
+// null, as AppendText).
+func (e *Encoder) AppendTextFinish(dst []byte, index int, text string, lp []engine.Event, reason string) []byte {
 	dst = e.chunkStart(dst, index)
 	if e.cfg.Kind == Chat {
 		dst = append(dst, `,"delta":{"content":`...)
@@ -137,7 +144,12 @@ func (e *Encoder) AppendText(dst []byte, index int, text string, lp []engine.Eve
 	default:
 		dst, e.offsets[index] = e.appendLegacyLogprobs(dst, lp, e.offsets[index])
 	}
-	dst = append(dst, `,"finish_reason":null`...)
+	if reason == "" {
+		dst = append(dst, `,"finish_reason":null`...)
+	} else {
+		dst = append(dst, `,"finish_reason":`...)
+		dst = appendString(dst, reason)
+	}
 	return e.chunkEnd(dst)
 }
 
