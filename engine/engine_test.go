@@ -427,3 +427,28 @@ func TestFinalEventCarriesReason(t *testing.T) {
 		}
 	}
 }
+
+// TestSamePromptTogetherSharesPrefix: requests with the same prompt that
+// arrive together (an n > 1 request) compute the shared blocks once.
+func TestSamePromptTogetherSharesPrefix(t *testing.T) {
+	e, refs := setup(t)
+	r := refs[1] // 24 tokens: one full block
+	var sts []*Stream
+	for i := range 3 {
+		st, err := e.Submit(context.Background(), Request{Prompt: r.PromptIDs, MaxTokens: 4, Sample: sample.Params{Temperature: 1, Seed: uint64(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts = append(sts, st)
+	}
+	cached := 0
+	for _, st := range sts {
+		if _, err := drain(t, st); err != nil {
+			t.Fatal(err)
+		}
+		cached += st.Result().CachedTokens
+	}
+	if cached != 2*16 {
+		t.Errorf("%d prompt tokens came from the cache, want 32 (two of three requests reuse the first block)", cached)
+	}
+}

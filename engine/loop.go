@@ -113,6 +113,14 @@ func (e *Engine) admit() {
 			return
 		}
 		q := heap.Pop(&e.queue).(*queued)
+		if e.prefillingSame(q.req.Prompt) {
+			// A running sequence is computing the same leading block:
+			// wait for it to publish its blocks instead of computing
+			// them twice (n > 1 choices and retried requests).
+			heap.Push(&e.queue, q)
+			e.mu.Unlock()
+			break
+		}
 		e.mu.Unlock()
 		s := &seqState{
 			req:      q.req,
@@ -139,6 +147,32 @@ func (e *Engine) admit() {
 		e.seqs = append(e.seqs, s)
 	}
 	e.setRunning()
+}
+
+// prefillingSame reports whether a running sequence that has not finished
+// its prompt starts with the same full cache block as prompt (its last
+// token excluded, as Reuse sees it).
+func (e *Engine) prefillingSame(prompt []int32) bool {
+	bs := e.cfg.BlockSize
+	if len(prompt)-1 < bs {
+		return false
+	}
+	for _, s := range e.seqs {
+		p := s.req.Prompt
+		if s.next < len(p) && len(p)-1 >= bs && equal32(p[:bs], prompt[:bs]) {
+			return true
+		}
+	}
+	return false
+}
+
+func equal32(a, b []int32) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return len(a) == len(b)
 }
 
 func (e *Engine) setRunning() { atomic.StoreInt32(&e.running, int32(len(e.seqs))) }
