@@ -106,6 +106,15 @@ func (e *Engine) dropCanceled() {
 // admit moves waiting requests into free sequence slots, attaching any
 // cached prefix of their prompts.
 func (e *Engine) admit() {
+	var deferred []*queued
+	defer func() {
+		e.mu.Lock()
+		for _, q := range deferred {
+			heap.Push(&e.queue, q)
+		}
+		e.mu.Unlock()
+		e.setRunning()
+	}()
 	for len(e.seqs) < e.cfg.Parallel {
 		e.mu.Lock()
 		if len(e.queue) == 0 {
@@ -113,15 +122,15 @@ func (e *Engine) admit() {
 			return
 		}
 		q := heap.Pop(&e.queue).(*queued)
+		e.mu.Unlock()
 		if e.prefillingSame(q.req.Prompt) {
 			// A running sequence is computing the same leading block:
 			// wait for it to publish its blocks instead of computing
-			// them twice (n > 1 choices and retried requests).
-			heap.Push(&e.queue, q)
-			e.mu.Unlock()
-			break
+			// them twice (n > 1 choices and retried requests). Others
+			// behind it may start meanwhile.
+			deferred = append(deferred, q)
+			continue
 		}
-		e.mu.Unlock()
 		s := &seqState{
 			req:      q.req,
 			stream:   q.stream,
@@ -146,7 +155,6 @@ func (e *Engine) admit() {
 		}
 		e.seqs = append(e.seqs, s)
 	}
-	e.setRunning()
 }
 
 // prefillingSame reports whether a running sequence that has not finished
