@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -179,5 +181,52 @@ func TestServeErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("serve %q = %v, want an error mentioning %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestBenchAgainstServe runs the load generator against the real server:
+// every request completes with its exact token count, and the prompt is
+// calibrated to the requested length with the server's /tokenize.
+func TestBenchAgainstServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := newLogWatch()
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, func() {}, []string{"-m", sharedModel(), "--addr", "127.0.0.1:0", "--parallel", "4"}, stdio{nil, io.Discard, logs})
+	}()
+	url := logs.url(t, done)
+	out := filepath.Join(t.TempDir(), "bench.json")
+	err := benchCmd([]string{"--url", url, "--concurrency", "4", "--requests", "8", "--prompt-tokens", "20",
+		"--max-tokens", "16", "--api", "completions", "--json", out}, stdio{nil, io.Discard, io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Completed        int     `json:"completed"`
+		Errors           int     `json:"errors"`
+		CompletionTokens int     `json:"completion_tokens"`
+		Calibrated       bool    `json:"prompt_calibrated"`
+		ServerPrompt     float64 `json:"server_prompt_tokens_mean"`
+		TTFT             struct {
+			N int `json:"n"`
+		} `json:"ttft_ms"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("%v in %s", err, b)
+	}
+	if r.Completed != 8 || r.Errors != 0 || r.CompletionTokens != 8*16 || r.TTFT.N != 8 {
+		t.Errorf("bench result %s", b)
+	}
+	if !r.Calibrated || r.ServerPrompt < 19 || r.ServerPrompt > 22 {
+		t.Errorf("prompt calibrated %v to %v server tokens, want about 20", r.Calibrated, r.ServerPrompt)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve = %v", err)
 	}
 }
