@@ -67,8 +67,9 @@ type Engine struct {
 	cache *kvcache.Cache
 	vocab int
 
-	mu       sync.Mutex // guards queue, closing, nextID
+	mu       sync.Mutex // guards queue, aside, closing, nextID
 	queue    waitQueue
+	aside    int // queued requests admit holds outside the heap for a round
 	closing  bool
 	nextID   uint64
 	wake     chan struct{}
@@ -164,7 +165,7 @@ func (e *Engine) Cache() *kvcache.Cache { return e.cache }
 // Stats returns a snapshot of the engine's state and counters.
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
-	queued := len(e.queue)
+	queued := len(e.queue) + e.aside
 	e.mu.Unlock()
 	return Stats{
 		Queued:            queued,
@@ -225,7 +226,7 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 		e.mu.Unlock()
 		return nil, ErrShutdown
 	}
-	if len(e.queue) >= e.cfg.MaxQueue {
+	if len(e.queue)+e.aside >= e.cfg.MaxQueue {
 		e.mu.Unlock()
 		return nil, ErrQueueFull
 	}

@@ -112,6 +112,7 @@ func (e *Engine) admit() {
 		for _, q := range deferred {
 			heap.Push(&e.queue, q)
 		}
+		e.aside = 0
 		e.mu.Unlock()
 		e.setRunning()
 	}()
@@ -122,15 +123,17 @@ func (e *Engine) admit() {
 			return
 		}
 		q := heap.Pop(&e.queue).(*queued)
-		e.mu.Unlock()
 		if e.prefillingSame(q.req.Prompt) {
 			// A running sequence is computing the same leading block:
 			// wait for it to publish its blocks instead of computing
 			// them twice (n > 1 choices and retried requests). Others
 			// behind it may start meanwhile.
 			deferred = append(deferred, q)
+			e.aside++
+			e.mu.Unlock()
 			continue
 		}
+		e.mu.Unlock()
 		s := &seqState{
 			req:      q.req,
 			stream:   q.stream,
