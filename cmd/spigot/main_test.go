@@ -151,3 +151,28 @@ func TestCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestQuantizeCommand(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "q8.gguf")
+	if err := quantizeCmd([]string{sharedModel(), out, "--type", "Q8_0"}, stdio{nil, &bytes.Buffer{}, &bytes.Buffer{}}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if q, _ := f.Tensor("blk.0.attn_q.weight"); q.Type.String() != "Q8_0" {
+		t.Errorf("attn_q is %s", q.Type)
+	}
+	if ft, _ := f.Uint("general.file_type"); ft != 7 {
+		t.Errorf("general.file_type = %d, want 7 (MOSTLY_Q8_0)", ft)
+	}
+	var o, e bytes.Buffer
+	if err := runCmd([]string{"-m", out, "-p", "Once", "-n", "4", "--temp", "0"}, stdio{nil, &o, &e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := quantizeCmd([]string{sharedModel()}, stdio{nil, &bytes.Buffer{}, &bytes.Buffer{}}); err == nil {
+		t.Error("quantize with one argument succeeded")
+	}
+}
