@@ -3,6 +3,7 @@ package engine
 import (
 	"container/heap"
 	"context"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -170,20 +171,11 @@ func (e *Engine) prefillingSame(prompt []int32) bool {
 	}
 	for _, s := range e.seqs {
 		p := s.req.Prompt
-		if s.next < len(p) && len(p)-1 >= bs && equal32(p[:bs], prompt[:bs]) {
+		if s.next < len(p) && len(p)-1 >= bs && slices.Equal(p[:bs], prompt[:bs]) {
 			return true
 		}
 	}
 	return false
-}
-
-func equal32(a, b []int32) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return len(a) == len(b)
 }
 
 func (e *Engine) setRunning() { atomic.StoreInt32(&e.running, int32(len(e.seqs))) }

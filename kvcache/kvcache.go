@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
 
 	"github.com/spigot-llm/spigot/quant"
@@ -215,7 +216,7 @@ func (s *Seq) Reuse(tokens []int32) int {
 		blk := tokens[i*bs : (i+1)*bs]
 		h = chainHash(h, blk)
 		b, ok := c.byHash[h]
-		if !ok || !equalTokens(c.tokens[int(b)*bs:(int(b)+1)*bs], blk) {
+		if !ok || !slices.Equal(c.tokens[int(b)*bs:(int(b)+1)*bs], blk) {
 			break
 		}
 		if c.refs[b] == 0 {
@@ -254,18 +255,6 @@ func (s *Seq) Publish(tokens []int32) {
 		c.hash[b] = h
 		copy(c.tokens[int(b)*bs:], blk)
 	}
-}
-
-func equalTokens(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Seq is one sequence's view of the cache: its block table and length.
