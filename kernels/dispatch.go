@@ -29,6 +29,8 @@ type impl struct {
 	// NaNs, or -Inf; scale, if not nil, multiplies x[:len(x)&^7] by s.
 	max   func(x []float32) float32
 	scale func(x []float32, s float32)
+	// axpyTile, if not nil, is AxpyTile after its checks.
+	axpyTile func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int)
 }
 
 // The weight types with dedicated kernels, as indexes into impl.rowDot and

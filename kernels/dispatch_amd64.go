@@ -135,6 +135,9 @@ var avx2 = impl{
 	siluMul: siluMulAVX2,
 	max:     maxAVX2,
 	scale:   scaleAVX2,
+	axpyTile: func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
+		axpyTileAsm(false, out, os, p, ps, nc, v, vs, nr, n)
+	},
 }
 
 // avx512VNNI is avx2 with the integer path's kernels on VPDPBUSD, and
@@ -144,6 +147,9 @@ var avx512VNNI = func() impl {
 	k.name = "avx512vnni"
 	k.q = vnniQ
 	k.f = avx512F
+	k.axpyTile = func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
+		axpyTileAsm(true, out, os, p, ps, nc, v, vs, nr, n)
+	}
 	return k
 }()
 

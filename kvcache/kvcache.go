@@ -343,6 +343,20 @@ func roundF16(dst, src []float32) {
 	}
 }
 
+// BlockSize is the positions per block of the sequence's cache.
+func (s *Seq) BlockSize() int { return s.c.cfg.BlockSize }
+
+// Block returns the keys and values of layer in the sequence's i-th block
+// (positions [i*BlockSize, (i+1)*BlockSize)), BlockSize × KVDim floats
+// each, for reading. Positions past Len hold whatever the block held
+// before, not this sequence's values.
+func (s *Seq) Block(layer, i int) (k, v []float32) {
+	cfg := &s.c.cfg
+	o := (int(s.blocks[i])*cfg.Layers + layer) * cfg.BlockSize * cfg.KVDim
+	n := cfg.BlockSize * cfg.KVDim
+	return s.c.k[o : o+n : o+n], s.c.v[o : o+n : o+n]
+}
+
 // Span returns the keys and values of layer for the run of positions
 // [pos, end) that lies in one block, with end = the block's end or limit,
 // whichever is first. Attention walks a sequence span by span.

@@ -51,6 +51,8 @@ type Model struct {
 	seqNext   map[*kvcache.Seq]int
 	attnFunc  func(lo, hi int)
 	attn      attnArgs
+	tasks     []attnTask // this step's attention work
+	taskLen   int        // the most scores a task needs
 }
 
 // scratch holds the activations of one step, grown to the largest batch.
@@ -65,7 +67,7 @@ type scratch struct {
 	scores     [][]float32
 }
 
-// growScores makes one attention score row per pool slot of at least n.
+// growScores makes one attention score buffer per pool slot of at least n.
 func (s *scratch) growScores(slots, n int) {
 	if len(s.scores) != slots {
 		s.scores = make([][]float32, slots)
@@ -365,11 +367,8 @@ func (m *Model) Forward(b *model.Batch, logits []float32) error {
 	n := len(b.Tokens)
 	s := m.ensure(n)
 	dim, qDim, kvDim := c.Dim, c.Heads*c.HeadDim, c.KVDim()
-	longest := 0
-	for _, p := range b.Pos {
-		longest = max(longest, int(p)+1)
-	}
-	s.growScores(m.pool.Threads(), longest)
+	m.planAttention(b)
+	s.growScores(m.pool.Threads(), m.taskLen)
 	x := s.x[:n*dim]
 	for i, tok := range b.Tokens {
 		kernels.DequantizeRow(m.embd.Type, x[i*dim:(i+1)*dim], m.embd.Row(int(tok)))
@@ -464,51 +463,109 @@ type attnArgs struct {
 	b      *model.Batch
 	layer  int
 	q, out []float32
-	scores [][]float32 // one row per pool slot, as long as the longest sequence
+	scores [][]float32 // one buffer per pool slot
+}
+
+// An attnTask is nq queries that attend to the same sequence's cache
+// through one KV head: a run of consecutive tokens of a sequence for one
+// query head (prefill), or the query heads that share a KV head for one
+// token (decode). Query j is at q[off+j*stride] (head-size floats; its
+// output at the same place in out) and sees positions [0, limit+j*step).
+type attnTask struct {
+	tok, off, stride int
+	nq, limit, step  int
+	kvOff            int
+}
+
+// attnTile is the most queries of one head a prefill task takes: enough to
+// reuse each key and value row from registers and L1 many times, few
+// enough that a task's scores (attnTile × sequence length) stay in L2.
+const attnTile = 16
+
+// planAttention splits the batch's attention into tasks. Tokens of a
+// sequence at consecutive positions, next to each other in the batch, form
+// a run; a run of one token is a decode step.
+func (m *Model) planAttention(b *model.Batch) {
+	c := &m.cfg
+	hd, group := c.HeadDim, c.Heads/c.KVHeads
+	m.tasks = m.tasks[:0]
+	m.taskLen = 0
+	for i := 0; i < len(b.Tokens); {
+		j := i + 1
+		for j < len(b.Tokens) && b.Seqs[j] == b.Seqs[i] && b.Pos[j] == b.Pos[j-1]+1 {
+			j++
+		}
+		limit := int(b.Pos[i]) + 1
+		if j-i == 1 {
+			for g := range c.KVHeads {
+				m.tasks = append(m.tasks, attnTask{tok: i, off: (i*c.Heads + g*group) * hd, stride: hd,
+					nq: group, limit: limit, kvOff: g * hd})
+			}
+			m.taskLen = max(m.taskLen, group*limit)
+		} else {
+			for t := i; t < j; t += attnTile {
+				nq := min(attnTile, j-t)
+				for h := range c.Heads {
+					m.tasks = append(m.tasks, attnTask{tok: t, off: (t*c.Heads + h) * hd, stride: c.Heads * hd,
+						nq: nq, limit: limit + t - i, step: 1, kvOff: h / group * hd})
+				}
+				m.taskLen = max(m.taskLen, nq*(limit+j-1-i))
+			}
+		}
+		i = j
+	}
 }
 
 // attendRange runs the attention of pool slots [lo, hi). Slot w owns
-// scores[w] and takes every Threads()-th (token, head) item starting at w,
-// which spreads the long causal rows at the end of a prompt over all slots.
+// scores[w] and takes every Threads()-th task starting at w, which spreads
+// the long rows at the end of a prompt over all slots.
 func (m *Model) attendRange(lo, hi int) {
-	a := &m.attn
-	items := len(a.b.Tokens) * m.cfg.Heads
-	step := len(a.scores)
+	step := len(m.attn.scores)
 	for w := lo; w < hi; w++ {
-		for it := w; it < items; it += step {
-			m.attendOne(it, a.scores[w])
+		for t := w; t < len(m.tasks); t += step {
+			m.attend(&m.tasks[t], m.attn.scores[w])
 		}
 	}
 }
 
-// attendOne computes one (token, head) output: the query attends to its own
-// sequence's positions up to and including its own, with scores computed
-// first, then softmax, then the weighted sum of values (as llama.cpp does
-// without flash attention).
-func (m *Model) attendOne(it int, scores []float32) {
+// attend computes one task's outputs: each query's scores against its
+// sequence's keys up to its own position (in tiles, a cache block of keys
+// × the task's queries at a time), scaled, then softmax, then the weighted
+// sum of values, as llama.cpp does without flash attention. Every query
+// gets the same result whatever task it is in: kernels.DotTile and
+// AxpyTile round the same in any tile, and each query sums exactly its own
+// positions in order.
+func (m *Model) attend(t *attnTask, buf []float32) {
 	c := &m.cfg
 	a := &m.attn
 	hd, kvDim := c.HeadDim, c.KVDim()
-	i, h := it/c.Heads, it%c.Heads
-	q := a.q[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
-	out := a.out[(i*c.Heads+h)*hd : (i*c.Heads+h+1)*hd]
-	kvOff := (h / (c.Heads / c.KVHeads)) * hd
-	seq, limit := a.b.Seqs[i], int(a.b.Pos[i])+1
-	scores = scores[:limit]
-	for pos := 0; pos < limit; {
-		ks, _, end := seq.Span(a.layer, pos, limit)
-		for j := range end - pos {
-			scores[pos+j] = kernels.Dot(q, ks[j*kvDim+kvOff:j*kvDim+kvOff+hd]) * m.attnScale
-		}
-		pos = end
+	seq := a.b.Seqs[t.tok]
+	bs := seq.BlockSize()
+	last := t.limit + (t.nq-1)*t.step // the longest query's positions
+	scores := buf[:t.nq*last]
+	q, out := a.q[t.off:], a.out[t.off:]
+	for pos := 0; pos < last; pos += bs {
+		ks, _ := seq.Block(a.layer, pos/bs)
+		kernels.DotTile(scores[pos:], last, ks[t.kvOff:], kvDim, min(bs, last-pos), q, t.stride, t.nq, hd)
 	}
-	kernels.Softmax(scores)
-	clear(out)
-	for pos := 0; pos < limit; {
-		_, vs, end := seq.Span(a.layer, pos, limit)
-		for j := range end - pos {
-			kernels.Axpy(scores[pos+j], vs[j*kvDim+kvOff:j*kvDim+kvOff+hd], out)
+	for j := range t.nq {
+		row := scores[j*last : j*last+t.limit+j*t.step]
+		kernels.Scale(row, m.attnScale)
+		kernels.Softmax(row)
+		clear(out[j*t.stride : j*t.stride+hd])
+	}
+	for pos := 0; pos < last; pos += bs {
+		_, vs := seq.Block(a.layer, pos/bs)
+		end := min(pos+bs, last)
+		if end <= t.limit {
+			// Every query sees the whole block.
+			kernels.AxpyTile(out, t.stride, scores[pos:], last, t.nq, vs[t.kvOff:], kvDim, end-pos, hd)
+			continue
 		}
-		pos = end
+		for j := range t.nq {
+			if n := min(end, t.limit+j*t.step) - pos; n > 0 {
+				kernels.AxpyTile(out[j*t.stride:], t.stride, scores[j*last+pos:], last, 1, vs[t.kvOff:], kvDim, n, hd)
+			}
+		}
 	}
 }

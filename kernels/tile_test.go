@@ -1,0 +1,101 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestAxpyTile checks, on every kernel set, that AxpyTile gives exactly the
+// Axpy loop it is defined by, for shapes that reach every kernel and the
+// column tail, with strided rows.
+func TestAxpyTile(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, k := range sets {
+		withImpl(k, func() {
+			for _, n := range []int{1, 7, 8, 16, 24, 64, 72, 96, 128, 200} {
+				for _, nc := range []int{1, 2, 3, 4, 5, 9} {
+					for _, nr := range []int{0, 1, 5, 17} {
+						os, ps, vs := n+3, nr+2, n+5
+						out := tileRand(r, (nc-1)*os+n)
+						p := tileRand(r, (nc-1)*ps+max(nr, 1))
+						v := tileRand(r, max(nr-1, 0)*vs+n)
+						want := append([]float32(nil), out...)
+						for q := range nc {
+							for j := range nr {
+								Axpy(p[q*ps+j], v[j*vs:j*vs+n], want[q*os:q*os+n])
+							}
+						}
+						AxpyTile(out, os, p, ps, nc, v, vs, nr, n)
+						for i := range out {
+							if math.Float32bits(out[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("%s: n=%d nc=%d nr=%d: out[%d] = %v, Axpy loop gives %v", k.name, n, nc, nr, i, out[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestDotTile checks, on every kernel set, that each DotTile result is the
+// one a 1×1 tile gives (so it does not depend on the tile), that it is
+// close to the float64 dot product, and that rows past nr are neither
+// needed nor written.
+func TestDotTile(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, k := range sets {
+		withImpl(k, func() {
+			for _, n := range []int{8, 16, 64, 128, 12} {
+				for _, nc := range []int{1, 2, 3, 5, 7, 13} {
+					for _, nr := range []int{1, 3, 4, 6, 16, 17} {
+						ws, xs, os := n+8, n+3, nr+1
+						for _, padded := range []bool{false, true} {
+							rows := nr
+							if padded {
+								rows = (nr + 3) &^ 3
+							}
+							w := tileRand(r, (rows-1)*ws+n)
+							x := tileRand(r, (nc-1)*xs+n)
+							out := make([]float32, (nc-1)*os+nr+1)
+							for i := range out {
+								out[i] = 42
+							}
+							DotTile(out, os, w, ws, nr, x, xs, nc, n)
+							for q := range nc {
+								if out[q*os+nr] != 42 && (q+1)*os > q*os+nr {
+									t.Fatalf("%s: n=%d nc=%d nr=%d: wrote past row %d", k.name, n, nc, nr, nr)
+								}
+								for j := range nr {
+									var one [1]float32
+									DotTile(one[:], 1, w[j*ws:j*ws+n], ws, 1, x[q*xs:q*xs+n], xs, 1, n)
+									got := out[q*os+j]
+									if math.Float32bits(got) != math.Float32bits(one[0]) {
+										t.Fatalf("%s: n=%d nc=%d nr=%d: out[%d][%d] = %v, alone %v", k.name, n, nc, nr, q, j, got, one[0])
+									}
+									var ref, mag float64
+									for i := range n {
+										ref += float64(w[j*ws+i]) * float64(x[q*xs+i])
+										mag += math.Abs(float64(w[j*ws+i]) * float64(x[q*xs+i]))
+									}
+									if d := math.Abs(float64(got) - ref); d > 1e-6*mag+1e-30 {
+										t.Fatalf("%s: n=%d: got %v, float64 %v", k.name, n, got, ref)
+									}
+								}
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func tileRand(r *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(r.NormFloat64())
+	}
+	return s
+}
