@@ -103,6 +103,7 @@ type seqState struct {
 	dec      *tokenizer.Decoder
 	stops    *stop.Matcher
 	text     []byte
+	arena    textArena
 	last     int32 // token to feed in the next step
 	row      int   // logits row in this step, -1 when none
 	res      Result
@@ -112,6 +113,16 @@ type seqState struct {
 
 // New starts an engine. Close or Shutdown stops it.
 func New(cfg Config) (*Engine, error) {
+	e, err := newEngine(cfg)
+	if err != nil {
+		return nil, err
+	}
+	go e.loop()
+	return e, nil
+}
+
+// newEngine is New without starting the loop (tests drive steps directly).
+func newEngine(cfg Config) (*Engine, error) {
 	if cfg.Model == nil || cfg.Tokenizer == nil {
 		return nil, errors.New("engine: Config needs a Model and a Tokenizer")
 	}
@@ -152,7 +163,6 @@ func New(cfg Config) (*Engine, error) {
 		loopDone: make(chan struct{}),
 		logits:   make([]float32, cfg.Parallel*mc.Vocab),
 	}
-	go e.loop()
 	return e, nil
 }
 

@@ -150,6 +150,7 @@ func (e *Engine) admit() {
 		s.res.PromptTokens = len(q.req.Prompt)
 		s.res.QueueTime = s.start.Sub(q.at)
 		prompt := q.req.Prompt
+		s.kv.Grow(e.cfg.Context)
 		s.next = s.kv.Reuse(prompt[:len(prompt)-1])
 		s.res.CachedTokens = s.next
 		e.stats.prefixQuery.Add(uint64(len(prompt) - 1))
@@ -293,7 +294,7 @@ func (e *Engine) emit(s *seqState, logits []float32) bool {
 	}
 	s.text = s.dec.Append(s.text[:0], id)
 	out, stopped := s.stops.Push(s.text)
-	ev.Text = string(out)
+	ev.Text = s.arena.str(out)
 	switch {
 	case stopped:
 		ev.Finish = FinishStop

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"unsafe"
 
 	"github.com/spigot-llm/spigot/engine/sample"
 )
@@ -131,3 +132,26 @@ func (s *Stream) Result() Result {
 // Cancel stops the request: the engine drops it at the next step boundary
 // and frees its cache blocks. The stream ends with ErrCanceled.
 func (s *Stream) Cancel() { s.cancel() }
+
+// arenaChunk is the size of a textArena's chunks: about a thousand tokens
+// of text per allocation.
+const arenaChunk = 4096
+
+// A textArena makes the strings of a sequence's events without an
+// allocation per token: it appends each text to a chunk and returns a
+// string that points into it. Bytes in a chunk are never written again
+// once handed out, so the strings stay valid (the chunk lives as long as
+// any of them); a full chunk is replaced by a new one.
+type textArena struct{ buf []byte }
+
+func (a *textArena) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.buf)-len(a.buf) < len(b) {
+		a.buf = make([]byte, 0, max(arenaChunk, len(b)))
+	}
+	off := len(a.buf)
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[off], len(b))
+}

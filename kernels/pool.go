@@ -143,13 +143,15 @@ func (p *Pool) forWorker(n int, fn func(w, lo, hi int)) {
 }
 
 // scratchFor returns participant w's scratch buffer with room for n floats.
-// Only participant w may call it during a job, so it needs no lock.
+// Only participant w may call it during a job, so it needs no lock. It
+// starts at 256 KiB, so that a model's matrices rarely make it grow again
+// once every participant has run one unit.
 func (p *Pool) scratchFor(w, n int) []float32 {
 	if p == nil {
 		return make([]float32, n)
 	}
 	if cap(p.scratch[w]) < n {
-		p.scratch[w] = make([]float32, n)
+		p.scratch[w] = make([]float32, max(n, 64<<10))
 	}
 	return p.scratch[w][:n]
 }

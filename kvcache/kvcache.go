@@ -279,6 +279,14 @@ func (s *Seq) SetLen(n int) {
 	s.n = n
 }
 
+// Grow makes the block table hold positions [0, n) without reallocating,
+// so that later Reserve calls up to n do not allocate (steady-state decode
+// steps stay allocation-free). It takes no blocks from the pool.
+func (s *Seq) Grow(n int) {
+	bs := s.c.cfg.BlockSize
+	s.blocks = slices.Grow(s.blocks, (n+bs-1)/bs-len(s.blocks))
+}
+
 // Reserve makes room for positions [0, n), taking blocks from the pool. On
 // ErrFull the sequence keeps what it had.
 func (s *Seq) Reserve(n int) error {

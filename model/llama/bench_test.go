@@ -11,6 +11,7 @@ import (
 	"github.com/spigot-llm/spigot/gguf"
 	"github.com/spigot-llm/spigot/internal/synth"
 	"github.com/spigot-llm/spigot/kernels"
+	"github.com/spigot-llm/spigot/kvcache"
 	"github.com/spigot-llm/spigot/model"
 	"github.com/spigot-llm/spigot/quant"
 )
@@ -126,5 +127,51 @@ func BenchmarkModel(b *testing.B) {
 				})
 			})
 		}
+	}
+}
+
+// BenchmarkDecodeStep measures one decode step of 16 sequences (one token
+// each, 100 positions of context) on stories260K: the engine's steady
+// state. allocs/op must stay 0: a step reuses the model's buffers.
+func BenchmarkDecodeStep(b *testing.B) {
+	pool := kernels.NewPool(0)
+	defer pool.Close()
+	m := loadShared(b, pool)
+	cache, err := m.NewCache(16*8, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const seqs, ctx = 16, 100
+	var batch model.Batch
+	var all []*kvcache.Seq
+	logits := make([]float32, seqs*m.Config().Vocab)
+	for range seqs {
+		s := cache.NewSeq()
+		all = append(all, s)
+		batch.Reset()
+		for i := range ctx {
+			batch.Add(int32(1+i%200), i, s, false)
+		}
+		if err := m.Forward(&batch, logits); err != nil {
+			b.Fatal(err)
+		}
+	}
+	step := func() {
+		batch.Reset()
+		for i, s := range all {
+			s.SetLen(ctx)
+			batch.Add(int32(7+i), ctx, s, true)
+		}
+		if err := m.Forward(&batch, logits); err != nil {
+			b.Fatal(err)
+		}
+	}
+	step() // grow the step's buffers
+	b.ReportAllocs()
+	for b.Loop() {
+		step()
+	}
+	if a := testing.AllocsPerRun(10, step); a != 0 {
+		b.Errorf("a decode step allocates %v times", a)
 	}
 }

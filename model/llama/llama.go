@@ -67,14 +67,16 @@ type scratch struct {
 	scores     [][]float32
 }
 
-// growScores makes one attention score buffer per pool slot of at least n.
+// growScores makes one attention score buffer per pool slot of at least n
+// floats: 64 Ki at first, then doubling, so that growing contexts rarely
+// reallocate.
 func (s *scratch) growScores(slots, n int) {
 	if len(s.scores) != slots {
 		s.scores = make([][]float32, slots)
 	}
 	for w := range s.scores {
 		if cap(s.scores[w]) < n {
-			s.scores[w] = make([]float32, max(n, 2*cap(s.scores[w])))
+			s.scores[w] = make([]float32, max(n, 2*cap(s.scores[w]), 64<<10))
 		}
 		s.scores[w] = s.scores[w][:cap(s.scores[w])]
 	}
