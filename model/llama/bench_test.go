@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -71,63 +72,96 @@ func TestMain(m *testing.M) {
 // BenchmarkModel measures what llama-bench calls pp512 (one 512-token prompt
 // in a single batch) and tg128 (128 tokens decoded one at a time from an
 // empty context), reporting tokens per second, on synthesized models.
+// BenchmarkModel measures prompt processing (one 512-token batch) and
+// generation (128 tokens one at a time), as llama-bench's pp512 and tg128
+// do, on synth models; with SPIGOT_BENCH_MODELS set to a comma-separated
+// list of GGUF files, on those files instead (to compare with llama-bench
+// on the very same files).
 func BenchmarkModel(b *testing.B) {
-	threads := 0 // all cores
+	if list := os.Getenv("SPIGOT_BENCH_MODELS"); list != "" {
+		for _, path := range strings.Split(list, ",") {
+			b.Run(strings.TrimSuffix(filepath.Base(path), ".gguf"), func(b *testing.B) { benchFile(b, path) })
+		}
+		return
+	}
 	for _, shape := range []string{"s15M", "s110M"} {
 		for _, typ := range []quant.Type{quant.F32, quant.Q8_0} {
-			b.Run(fmt.Sprintf("%s/%s", shape, typ), func(b *testing.B) {
-				f, err := gguf.Open(synthModel(b, shape, typ))
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer f.Close()
-				pool := kernels.NewPool(threads)
-				defer pool.Close()
-				m, err := model.Load(f, model.Options{Pool: pool})
-				if err != nil {
-					b.Fatal(err)
-				}
-				cfg := m.Config()
-				cache, err := m.NewCache(1024/16, 16)
-				if err != nil {
-					b.Fatal(err)
-				}
-				logits := make([]float32, cfg.Vocab)
-				b.Run("pp512", func(b *testing.B) {
-					var batch model.Batch
-					for b.Loop() {
-						seq := cache.NewSeq()
-						batch.Reset()
-						for i := range 512 {
-							batch.Add(int32(100+i), i, seq, i == 511)
-						}
-						if err := m.Forward(&batch, logits); err != nil {
-							b.Fatal(err)
-						}
-						seq.Release()
-					}
-					b.ReportMetric(512*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
-				})
-				b.Run("tg128", func(b *testing.B) {
-					var batch model.Batch
-					for b.Loop() {
-						seq := cache.NewSeq()
-						tok := int32(1)
-						for i := range 128 {
-							batch.Reset()
-							batch.Add(tok, i, seq, true)
-							if err := m.Forward(&batch, logits); err != nil {
-								b.Fatal(err)
-							}
-							tok = argmax(logits)
-						}
-						seq.Release()
-					}
-					b.ReportMetric(128*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
-				})
-			})
+			b.Run(fmt.Sprintf("%s/%s", shape, typ), func(b *testing.B) { benchFile(b, synthModel(b, shape, typ)) })
 		}
 	}
+}
+
+func benchFile(b *testing.B, path string) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	pool := kernels.NewPool(0) // all cores
+	defer pool.Close()
+	m, err := model.Load(f, model.Options{Pool: pool})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := m.Config()
+	cache, err := m.NewCache(1024/16, 16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	logits := make([]float32, cfg.Vocab)
+	b.Run("pp512", func(b *testing.B) {
+		var batch model.Batch
+		for b.Loop() {
+			seq := cache.NewSeq()
+			batch.Reset()
+			for i := range 512 {
+				batch.Add(int32(100+i), i, seq, i == 511)
+			}
+			if err := m.Forward(&batch, logits); err != nil {
+				b.Fatal(err)
+			}
+			seq.Release()
+		}
+		b.ReportMetric(512*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+	})
+	b.Run("tg128", func(b *testing.B) {
+		var batch model.Batch
+		for b.Loop() {
+			seq := cache.NewSeq()
+			tok := int32(1)
+			for i := range 128 {
+				batch.Reset()
+				batch.Add(tok, i, seq, true)
+				if err := m.Forward(&batch, logits); err != nil {
+					b.Fatal(err)
+				}
+				tok = argmax(logits)
+			}
+			seq.Release()
+		}
+		tps := 128 * float64(b.N) / b.Elapsed().Seconds()
+		b.ReportMetric(tps, "tok/s")
+		b.ReportMetric(float64(weightBytes(f))*tps/1e9, "weight-GB/s")
+	})
+}
+
+// weightBytes is what a decode step reads of the weights: every tensor but
+// the token embeddings, of which it reads one row (unless they double as
+// the output matrix).
+func weightBytes(f *gguf.File) uint64 {
+	var n uint64
+	tied := true
+	for _, t := range f.Tensors {
+		if t.Name == "output.weight" {
+			tied = false
+		}
+	}
+	for _, t := range f.Tensors {
+		if t.Name != "token_embd.weight" || tied {
+			n += t.Size
+		}
+	}
+	return n
 }
 
 // BenchmarkDecodeStep measures one decode step of 16 sequences (one token
