@@ -31,6 +31,11 @@ type impl struct {
 	scale func(x []float32, s float32)
 	// axpyTile, if not nil, is AxpyTile after its checks.
 	axpyTile func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int)
+	// dotTileF16 and axpyTileF16, if not nil, are DotTileF16 for nr a
+	// multiple of 4 (or w padded) and AxpyTileF16, with n a multiple of 8,
+	// after their checks.
+	dotTileF16  func(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int)
+	axpyTileF16 func(out []float32, os int, p []float32, ps, nc int, v []uint16, vs, nr, n int)
 }
 
 // The weight types with dedicated kernels, as indexes into impl.rowDot and

@@ -138,6 +138,12 @@ var avx2 = impl{
 	axpyTile: func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
 		axpyTileAsm(false, out, os, p, ps, nc, v, vs, nr, n)
 	},
+	dotTileF16: func(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int) {
+		dotTileF16Asm(false, out, os, w, ws, nr, x, xs, nc, n)
+	},
+	axpyTileF16: func(out []float32, os int, p []float32, ps, nc int, v []uint16, vs, nr, n int) {
+		axpyTileF16Asm(false, out, os, p, ps, nc, v, vs, nr, n)
+	},
 }
 
 // avx512VNNI is avx2 with the integer path's kernels on VPDPBUSD, and
@@ -149,6 +155,12 @@ var avx512VNNI = func() impl {
 	k.f = avx512F
 	k.axpyTile = func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
 		axpyTileAsm(true, out, os, p, ps, nc, v, vs, nr, n)
+	}
+	k.dotTileF16 = func(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int) {
+		dotTileF16Asm(true, out, os, w, ws, nr, x, xs, nc, n)
+	}
+	k.axpyTileF16 = func(out []float32, os int, p []float32, ps, nc int, v []uint16, vs, nr, n int) {
+		axpyTileF16Asm(true, out, os, p, ps, nc, v, vs, nr, n)
 	}
 	return k
 }()

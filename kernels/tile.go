@@ -114,3 +114,118 @@ func axpyTileLoop(out []float32, os int, p []float32, ps, nc int, v []float32, v
 		}
 	}
 }
+
+// DotTileF16 is [DotTile] with the rows of w in half precision (IEEE
+// binary16 bits, as the KV cache stores keys): each element is widened
+// exactly to float32 and the products are summed as DotTile sums them. It
+// does not allocate when n ≤ 512.
+func DotTileF16(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int) {
+	if nr <= 0 || nc <= 0 {
+		return
+	}
+	if n <= 0 {
+		for k := range nc {
+			clear(out[k*os : k*os+nr])
+		}
+		return
+	}
+	if len(w) < (nr-1)*ws+n || len(x) < (nc-1)*xs+n || len(out) < (nc-1)*os+nr {
+		panic(fmt.Sprintf("kernels: DotTileF16 of %d×%d over %d: w has %d, x %d, out %d elements", nr, nc, n, len(w), len(x), len(out)))
+	}
+	if active.dotTileF16 == nil || n%8 != 0 {
+		dotTileF16Generic(out, os, w, ws, nr, x, xs, nc, n)
+		return
+	}
+	full := nr
+	if padded := (nr+3)&^3 - 1; len(w) < padded*ws+n {
+		full = nr &^ 3
+	}
+	if full > 0 {
+		active.dotTileF16(out, os, w, ws, full, x, xs, nc, n)
+	}
+	if full == nr {
+		return
+	}
+	var buf [4 * 512]uint16
+	tw := buf[:]
+	if 4*n > len(buf) {
+		tw = make([]uint16, 4*n)
+	}
+	rem := nr - full
+	for r := range rem {
+		copy(tw[r*n:(r+1)*n], w[(full+r)*ws:(full+r)*ws+n])
+	}
+	clear(tw[rem*n : 4*n])
+	active.dotTileF16(out[full:], os, tw, n, rem, x, xs, nc, n)
+}
+
+// dotTileF16Generic is DotTileF16 in portable Go: with n a multiple of 8,
+// the canonical 8-lane sums with separate roundings (as fTileGeneric);
+// otherwise each row widened and dotted with the set's dot product.
+func dotTileF16Generic(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int) {
+	tab := f16ToF32Table()
+	if n%8 != 0 {
+		var buf [512]float32
+		row := buf[:]
+		if n > len(buf) {
+			row = make([]float32, n)
+		}
+		row = row[:n]
+		for r := range nr {
+			for i, h := range w[r*ws : r*ws+n] {
+				row[i] = tab[h]
+			}
+			for k := range nc {
+				out[k*os+r] = active.dot(row, x[k*xs:k*xs+n])
+			}
+		}
+		return
+	}
+	for r := range nr {
+		wr := w[r*ws : r*ws+n]
+		for k := range nc {
+			xr := x[k*xs : k*xs+n]
+			var l [8]float32
+			for s := 0; s < n; s += 8 {
+				a := (*[8]uint16)(wr[s:])
+				b := (*[8]float32)(xr[s:])
+				for i := range 8 {
+					l[i] += tab[a[i]] * b[i]
+				}
+			}
+			out[k*os+r] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+		}
+	}
+}
+
+// AxpyTileF16 is [AxpyTile] with the rows of v in half precision (as the
+// KV cache stores values), each element widened exactly to float32. It
+// panics if a slice is too short and does not allocate when n ≤ 512.
+func AxpyTileF16(out []float32, os int, p []float32, ps, nc int, v []uint16, vs, nr, n int) {
+	if nr <= 0 || nc <= 0 || n <= 0 {
+		return
+	}
+	if len(v) < (nr-1)*vs+n || len(p) < (nc-1)*ps+nr || len(out) < (nc-1)*os+n {
+		panic(fmt.Sprintf("kernels: AxpyTileF16 of %d×%d over %d: p has %d, v %d, out %d elements", nr, nc, n, len(p), len(v), len(out)))
+	}
+	if active.axpyTileF16 != nil && n%8 == 0 {
+		active.axpyTileF16(out, os, p, ps, nc, v, vs, nr, n)
+		return
+	}
+	// Portable: widen a row at a time and add it with the set's Axpy.
+	tab := f16ToF32Table()
+	var buf [512]float32
+	row := buf[:]
+	if n > len(buf) {
+		row = make([]float32, n)
+	}
+	row = row[:n]
+	for r := range nr {
+		for i, h := range v[r*vs : r*vs+n] {
+			row[i] = tab[h]
+		}
+		for k := range nc {
+			active.axpy(p[k*ps+r], row, out[k*os:k*os+n])
+		}
+	}
+}

@@ -116,3 +116,188 @@ func axpyTileAsm(wide bool, out []float32, os int, p []float32, ps, nc int, v []
 		}
 	}
 }
+
+//go:noescape
+func axpyTileF16AVX2_1x32(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX2_2x32(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX2_1x8(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX2_2x8(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_1x64(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_2x64(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_3x64(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_4x64(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_1x16(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_2x16(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_3x16(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func axpyTileF16AVX512_4x16(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
+
+//go:noescape
+func dotTileF16AVX2_4x1(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX2_4x2(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX2_4x3(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX512_4x1(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX512_4x2(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX512_4x3(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX512_4x4(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX512_4x5(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+//go:noescape
+func dotTileF16AVX512_4x6(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+
+func axpyTileF16Kernel(wide bool, nq, w int, out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int) {
+	if wide {
+		switch {
+		case w == 64 && nq == 1:
+			axpyTileF16AVX512_1x64(out, os, p, ps, v, vs, nr)
+		case w == 64 && nq == 2:
+			axpyTileF16AVX512_2x64(out, os, p, ps, v, vs, nr)
+		case w == 64 && nq == 3:
+			axpyTileF16AVX512_3x64(out, os, p, ps, v, vs, nr)
+		case w == 64 && nq == 4:
+			axpyTileF16AVX512_4x64(out, os, p, ps, v, vs, nr)
+		case w == 16 && nq == 1:
+			axpyTileF16AVX512_1x16(out, os, p, ps, v, vs, nr)
+		case w == 16 && nq == 2:
+			axpyTileF16AVX512_2x16(out, os, p, ps, v, vs, nr)
+		case w == 16 && nq == 3:
+			axpyTileF16AVX512_3x16(out, os, p, ps, v, vs, nr)
+		case w == 16 && nq == 4:
+			axpyTileF16AVX512_4x16(out, os, p, ps, v, vs, nr)
+		default:
+			panic("kernels: no axpy tile kernel")
+		}
+		return
+	}
+	switch {
+	case w == 32 && nq == 1:
+		axpyTileF16AVX2_1x32(out, os, p, ps, v, vs, nr)
+	case w == 32 && nq == 2:
+		axpyTileF16AVX2_2x32(out, os, p, ps, v, vs, nr)
+	case w == 8 && nq == 1:
+		axpyTileF16AVX2_1x8(out, os, p, ps, v, vs, nr)
+	case w == 8 && nq == 2:
+		axpyTileF16AVX2_2x8(out, os, p, ps, v, vs, nr)
+	default:
+		panic("kernels: no axpy tile kernel")
+	}
+}
+
+// axpyTileF16Asm is AxpyTileF16 for n a multiple of 8: columns in blocks
+// of 4 and then 1 vector registers, then (AVX-512) a last 8 with the AVX2
+// kernel, nq ≤ 2 (AVX2) or 4 (AVX-512) output rows at a time. Every
+// element gets the same fused multiply-adds in the same order whichever
+// kernel reaches it.
+func axpyTileF16Asm(wide bool, out []float32, os int, p []float32, ps, nc int, v []uint16, vs, nr, n int) {
+	lanes, maxQ := 8, 2
+	if wide {
+		lanes, maxQ = 16, 4
+	}
+	c := 0
+	for _, w := range [2]int{4 * lanes, lanes} {
+		for ; c+w <= n; c += w {
+			for k := 0; k < nc; k += maxQ {
+				axpyTileF16Kernel(wide, min(maxQ, nc-k), w, &out[k*os+c], os, &p[k*ps], ps, &v[c], vs, nr)
+			}
+		}
+	}
+	for ; c < n; c += 8 {
+		for k := 0; k < nc; k += 2 {
+			axpyTileF16Kernel(false, min(2, nc-k), 8, &out[k*os+c], os, &p[k*ps], ps, &v[c], vs, nr)
+		}
+	}
+}
+
+func dotTileF16Kernel(wide bool, c int, w *uint16, ws int, x *float32, xs, steps int, out *float32, os int) {
+	if wide {
+		switch c {
+		case 1:
+			dotTileF16AVX512_4x1(w, ws, x, xs, steps, out, os)
+		case 2:
+			dotTileF16AVX512_4x2(w, ws, x, xs, steps, out, os)
+		case 3:
+			dotTileF16AVX512_4x3(w, ws, x, xs, steps, out, os)
+		case 4:
+			dotTileF16AVX512_4x4(w, ws, x, xs, steps, out, os)
+		case 5:
+			dotTileF16AVX512_4x5(w, ws, x, xs, steps, out, os)
+		case 6:
+			dotTileF16AVX512_4x6(w, ws, x, xs, steps, out, os)
+		default:
+			panic("kernels: no dot tile kernel")
+		}
+		return
+	}
+	switch c {
+	case 1:
+		dotTileF16AVX2_4x1(w, ws, x, xs, steps, out, os)
+	case 2:
+		dotTileF16AVX2_4x2(w, ws, x, xs, steps, out, os)
+	case 3:
+		dotTileF16AVX2_4x3(w, ws, x, xs, steps, out, os)
+	default:
+		panic("kernels: no dot tile kernel")
+	}
+}
+
+// dotTileF16Asm is DotTileF16 with n a multiple of 8 and w readable up to
+// the next multiple of 4 rows: 4 rows × up to 3 (AVX2) or 6 (AVX-512)
+// float rows per kernel call; a last partial tile's sums go through a
+// buffer so that out is written only for rows below nr.
+func dotTileF16Asm(wide bool, out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int) {
+	maxC := 3
+	if wide {
+		maxC = 6
+	}
+	steps := n / 8
+	_ = w[((nr+3)&^3-1)*ws+n-1]
+	for r := 0; r < nr; r += 4 {
+		for k := 0; k < nc; k += maxC {
+			c := min(maxC, nc-k)
+			if r+4 <= nr {
+				dotTileF16Kernel(wide, c, &w[r*ws], 2*ws, &x[k*xs], 4*xs, steps, &out[k*os+r], os)
+				continue
+			}
+			var tmp [4 * 6]float32
+			dotTileF16Kernel(wide, c, &w[r*ws], 2*ws, &x[k*xs], 4*xs, steps, &tmp[0], 4)
+			for j := range c {
+				copy(out[(k+j)*os+r:(k+j)*os+nr], tmp[4*j:4*j+nr-r])
+			}
+		}
+	}
+}

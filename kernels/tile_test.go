@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/spigot-llm/spigot/quant"
 )
 
 // TestAxpyTile checks, on every kernel set, that AxpyTile gives exactly the
@@ -98,4 +100,64 @@ func tileRand(r *rand.Rand, n int) []float32 {
 		s[i] = float32(r.NormFloat64())
 	}
 	return s
+}
+
+// TestTilesF16 checks, on every kernel set, that DotTileF16 and
+// AxpyTileF16 give bit for bit what DotTile and AxpyTile give on the rows
+// widened to float32.
+func TestTilesF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	half := func(n int) ([]uint16, []float32) {
+		h := make([]uint16, n)
+		f := make([]float32, n)
+		for i := range h {
+			h[i] = quant.F32ToF16(float32(r.NormFloat64()))
+			f[i] = quant.F16ToF32(h[i])
+		}
+		return h, f
+	}
+	same := func(a, b []float32) int {
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+				return i
+			}
+		}
+		return -1
+	}
+	for _, k := range sets {
+		withImpl(k, func() {
+			for _, n := range []int{8, 12, 16, 24, 64, 72, 128} {
+				for _, nc := range []int{1, 2, 3, 4, 5, 6, 7, 13} {
+					for _, nr := range []int{1, 3, 4, 6, 16, 17} {
+						ws, xs, os := n+8, n+3, nr+1
+						for _, padded := range []bool{false, true} {
+							rows := nr
+							if padded {
+								rows = (nr + 3) &^ 3
+							}
+							wh, wf := half((rows-1)*ws + n)
+							x := tileRand(r, (nc-1)*xs+n)
+							got := make([]float32, (nc-1)*os+nr+1)
+							want := make([]float32, len(got))
+							DotTileF16(got, os, wh, ws, nr, x, xs, nc, n)
+							DotTile(want, os, wf, ws, nr, x, xs, nc, n)
+							if i := same(got, want); i >= 0 {
+								t.Fatalf("%s: DotTileF16 n=%d nc=%d nr=%d padded=%v: out[%d] = %v, DotTile %v", k.name, n, nc, nr, padded, i, got[i], want[i])
+							}
+						}
+						vs, ps, oas := n+5, nr+2, n+3
+						vh, vf := half((nr-1)*vs + n)
+						p := tileRand(r, (nc-1)*ps+nr)
+						got := tileRand(r, (nc-1)*oas+n)
+						want := append([]float32(nil), got...)
+						AxpyTileF16(got, oas, p, ps, nc, vh, vs, nr, n)
+						AxpyTile(want, oas, p, ps, nc, vf, vs, nr, n)
+						if i := same(got, want); i >= 0 {
+							t.Fatalf("%s: AxpyTileF16 n=%d nc=%d nr=%d: out[%d] = %v, AxpyTile %v", k.name, n, nc, nr, i, got[i], want[i])
+						}
+					}
+				}
+			}
+		})
+	}
 }

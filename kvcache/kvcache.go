@@ -34,8 +34,8 @@ type Config struct {
 // start at ((b*Layers+l)*BlockSize+o)*KVDim in k and v.
 type Cache struct {
 	cfg Config
-	k   []float32
-	v   []float32
+	k   []uint16 // half precision (IEEE binary16 bits)
+	v   []uint16
 
 	mu   sync.Mutex // guards everything below
 	free []int32    // blocks holding nothing reusable
@@ -55,8 +55,9 @@ type Cache struct {
 	queries    uint64 // tokens looked up by Reuse
 }
 
-// New allocates a cache. The memory it takes is 2 × 4 bytes × Blocks ×
-// BlockSize × Layers × KVDim.
+// New allocates a cache. Keys and values are stored in half precision, as
+// llama.cpp's default cache stores them: the memory it takes is 2 × 2 bytes
+// × Blocks × BlockSize × Layers × KVDim.
 func New(cfg Config) (*Cache, error) {
 	if cfg.BlockSize == 0 {
 		cfg.BlockSize = 16
@@ -72,7 +73,7 @@ func New(cfg Config) (*Cache, error) {
 		}
 		n = lo
 	}
-	c := &Cache{cfg: cfg, k: make([]float32, n), v: make([]float32, n), refs: make([]int32, cfg.Blocks),
+	c := &Cache{cfg: cfg, k: make([]uint16, n), v: make([]uint16, n), refs: make([]int32, cfg.Blocks),
 		byHash: map[uint64]int32{}, hash: make([]uint64, cfg.Blocks), tokens: make([]int32, cfg.Blocks*cfg.BlockSize),
 		prev: make([]int32, cfg.Blocks), next: make([]int32, cfg.Blocks), head: -1, tail: -1}
 	c.free = make([]int32, cfg.Blocks)
@@ -321,33 +322,33 @@ func (s *Seq) offset(layer, pos int) int {
 	return ((b*cfg.Layers+layer)*cfg.BlockSize + pos%cfg.BlockSize) * cfg.KVDim
 }
 
-// K returns the key vector of layer at pos, KVDim floats, for reading or
+// K returns the key vector of layer at pos, KVDim halves, for reading or
 // writing. pos must be within the reserved capacity.
-func (s *Seq) K(layer, pos int) []float32 {
+func (s *Seq) K(layer, pos int) []uint16 {
 	o := s.offset(layer, pos)
 	return s.c.k[o : o+s.c.cfg.KVDim : o+s.c.cfg.KVDim]
 }
 
 // V returns the value vector of layer at pos, like K.
-func (s *Seq) V(layer, pos int) []float32 {
+func (s *Seq) V(layer, pos int) []uint16 {
 	o := s.offset(layer, pos)
 	return s.c.v[o : o+s.c.cfg.KVDim : o+s.c.cfg.KVDim]
 }
 
 // Store writes the key and value vectors of layer at pos, rounded to
-// half precision. Keeping F16 precision (in float32 storage, for now) makes
-// attention see exactly the values llama.cpp's default f16 cache holds, so
-// greedy decoding agrees with it token for token.
+// half precision: attention sees exactly the values llama.cpp's default
+// f16 cache holds, so greedy decoding agrees with it token for token, in
+// half the memory of float32.
 func (s *Seq) Store(layer, pos int, k, v []float32) {
 	o := s.offset(layer, pos)
 	n := s.c.cfg.KVDim
-	roundF16(s.c.k[o:o+n], k[:n])
-	roundF16(s.c.v[o:o+n], v[:n])
+	toF16(s.c.k[o:o+n], k[:n])
+	toF16(s.c.v[o:o+n], v[:n])
 }
 
-func roundF16(dst, src []float32) {
+func toF16(dst []uint16, src []float32) {
 	for i, x := range src {
-		dst[i] = quant.F16ToF32(quant.F32ToF16(x))
+		dst[i] = quant.F32ToF16(x)
 	}
 }
 
@@ -358,7 +359,7 @@ func (s *Seq) BlockSize() int { return s.c.cfg.BlockSize }
 // (positions [i*BlockSize, (i+1)*BlockSize)), BlockSize × KVDim floats
 // each, for reading. Positions past Len hold whatever the block held
 // before, not this sequence's values.
-func (s *Seq) Block(layer, i int) (k, v []float32) {
+func (s *Seq) Block(layer, i int) (k, v []uint16) {
 	cfg := &s.c.cfg
 	o := (int(s.blocks[i])*cfg.Layers + layer) * cfg.BlockSize * cfg.KVDim
 	n := cfg.BlockSize * cfg.KVDim
@@ -368,7 +369,7 @@ func (s *Seq) Block(layer, i int) (k, v []float32) {
 // Span returns the keys and values of layer for the run of positions
 // [pos, end) that lies in one block, with end = the block's end or limit,
 // whichever is first. Attention walks a sequence span by span.
-func (s *Seq) Span(layer, pos, limit int) (k, v []float32, end int) {
+func (s *Seq) Span(layer, pos, limit int) (k, v []uint16, end int) {
 	bs := s.c.cfg.BlockSize
 	end = min((pos/bs+1)*bs, limit)
 	o := s.offset(layer, pos)

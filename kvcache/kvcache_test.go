@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"errors"
+	"github.com/spigot-llm/spigot/quant"
 	"testing"
 )
 
@@ -26,8 +27,8 @@ func TestReserveRelease(t *testing.T) {
 	// Writes through K/V land where Span reads them, and sequences do not overlap.
 	for pos := range 9 {
 		for l := range 2 {
-			a.K(l, pos)[0] = float32(100*l + pos)
-			a.V(l, pos)[2] = -float32(100*l + pos)
+			a.K(l, pos)[0] = uint16(100*l + pos)
+			a.V(l, pos)[2] = uint16(5000 + 100*l + pos)
 		}
 	}
 	a.SetLen(9)
@@ -40,7 +41,7 @@ func TestReserveRelease(t *testing.T) {
 	for pos := 0; pos < 9; {
 		k, v, end := a.Span(1, pos, 9)
 		for i := pos; i < end; i++ {
-			if k[(i-pos)*3] != float32(100+i) || v[(i-pos)*3+2] != -float32(100+i) {
+			if k[(i-pos)*3] != uint16(100+i) || v[(i-pos)*3+2] != uint16(5100+i) {
 				t.Fatalf("Span(1, %d) position %d = %v/%v", pos, i, k[(i-pos)*3], v[(i-pos)*3+2])
 			}
 		}
@@ -70,11 +71,12 @@ func TestStoreRoundsToHalf(t *testing.T) {
 	// 1+2^-11 is halfway between two halves and rounds to even (1); 1+2^-10
 	// is a half exactly.
 	s.Store(0, 0, []float32{1 + 1.0/2048, 1 + 1.0/1024}, []float32{3, -0.5})
-	if k := s.K(0, 0); k[0] != 1 || k[1] != 1+1.0/1024 {
-		t.Errorf("K = %v, want [1 %v]", k, 1+1.0/1024)
+	f := quant.F16ToF32
+	if k := s.K(0, 0); f(k[0]) != 1 || f(k[1]) != 1+1.0/1024 {
+		t.Errorf("K = %v, %v, want [1 %v]", f(k[0]), f(k[1]), 1+1.0/1024)
 	}
-	if v := s.V(0, 0); v[0] != 3 || v[1] != -0.5 {
-		t.Errorf("V = %v", v)
+	if v := s.V(0, 0); f(v[0]) != 3 || f(v[1]) != -0.5 {
+		t.Errorf("V = %v, %v", f(v[0]), f(v[1]))
 	}
 }
 
@@ -89,7 +91,7 @@ func TestPrefixReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	for pos := range 5 {
-		a.K(0, pos)[0] = float32(10 + pos)
+		a.K(0, pos)[0] = uint16(10 + pos)
 	}
 	a.SetLen(5)
 	a.Publish(prompt) // registers blocks [1 2] and [3 4]; [5] is not full

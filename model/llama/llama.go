@@ -534,8 +534,8 @@ func (m *Model) attendRange(lo, hi int) {
 // sequence's keys up to its own position (in tiles, a cache block of keys
 // × the task's queries at a time), scaled, then softmax, then the weighted
 // sum of values, as llama.cpp does without flash attention. Every query
-// gets the same result whatever task it is in: kernels.DotTile and
-// AxpyTile round the same in any tile, and each query sums exactly its own
+// gets the same result whatever task it is in: kernels.DotTileF16 and
+// AxpyTileF16 round the same in any tile, and each query sums exactly its own
 // positions in order.
 func (m *Model) attend(t *attnTask, buf []float32) {
 	c := &m.cfg
@@ -548,7 +548,7 @@ func (m *Model) attend(t *attnTask, buf []float32) {
 	q, out := a.q[t.off:], a.out[t.off:]
 	for pos := 0; pos < last; pos += bs {
 		ks, _ := seq.Block(a.layer, pos/bs)
-		kernels.DotTile(scores[pos:], last, ks[t.kvOff:], kvDim, min(bs, last-pos), q, t.stride, t.nq, hd)
+		kernels.DotTileF16(scores[pos:], last, ks[t.kvOff:], kvDim, min(bs, last-pos), q, t.stride, t.nq, hd)
 	}
 	for j := range t.nq {
 		row := scores[j*last : j*last+t.limit+j*t.step]
@@ -561,12 +561,12 @@ func (m *Model) attend(t *attnTask, buf []float32) {
 		end := min(pos+bs, last)
 		if end <= t.limit {
 			// Every query sees the whole block.
-			kernels.AxpyTile(out, t.stride, scores[pos:], last, t.nq, vs[t.kvOff:], kvDim, end-pos, hd)
+			kernels.AxpyTileF16(out, t.stride, scores[pos:], last, t.nq, vs[t.kvOff:], kvDim, end-pos, hd)
 			continue
 		}
 		for j := range t.nq {
 			if n := min(end, t.limit+j*t.step) - pos; n > 0 {
-				kernels.AxpyTile(out[j*t.stride:], t.stride, scores[j*last+pos:], last, 1, vs[t.kvOff:], kvDim, n, hd)
+				kernels.AxpyTileF16(out[j*t.stride:], t.stride, scores[j*last+pos:], last, 1, vs[t.kvOff:], kvDim, n, hd)
 			}
 		}
 	}

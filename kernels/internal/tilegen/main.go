@@ -1,10 +1,19 @@
-// Command tilegen writes kernels/tile_amd64.s, the assembly of AxpyTile:
-// register-tiled sums of weighted rows, out[k] += p[k][r]·v[r] for r in
-// order, with one fused multiply-add per element and row, as Axpy rounds.
-// Each kernel keeps a block of nq output rows × w columns in registers while
-// it walks the rows of v, so a row of v is loaded once for nq outputs. Run
-// it with go generate in package kernels; a test checks the committed file
-// is its output.
+// Command tilegen writes kernels/tile_amd64.s, the assembly of attention's
+// tiles:
+//
+//   - AxpyTile (float32 values) and AxpyTileF16 (half-precision values):
+//     register-tiled sums of weighted rows, out[k] += p[k][r]·v[r] for r in
+//     order, with one fused multiply-add per element and row, as Axpy
+//     rounds. Each kernel keeps a block of nq output rows × w columns in
+//     registers while it walks the rows of v, so a row of v is loaded (and
+//     converted) once for nq outputs.
+//   - DotTileF16: 4 half-precision rows × c float32 rows of dot products,
+//     summed exactly as MatMul's float tiles sum (kernels/matmul_float.go):
+//     one 8-lane accumulator per product, a fused multiply-add per step of
+//     8, lanes added ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)).
+//
+// Run it with go generate in package kernels; a test checks the committed
+// file is its output.
 //
 // Go's assembler takes operands in the reverse of Intel's order
 // (destination last).
@@ -155,6 +164,211 @@ func (g *gen) kernel(s shape) {
 	g.line("")
 }
 
+// F16 value kernels: v rows hold halves, so a row's w columns are w/lanes
+// conversions (VCVTPH2PS) into registers, then nq·regs multiply-adds.
+// AVX2 has 16 registers: 2 rows × 4 accumulators, 4 values, 2 broadcasts.
+var F16Shapes = []shape{
+	{"AVX2", 1, 4}, {"AVX2", 2, 4}, {"AVX2", 1, 1}, {"AVX2", 2, 1},
+	{"AVX512", 1, 4}, {"AVX512", 2, 4}, {"AVX512", 3, 4}, {"AVX512", 4, 4},
+	{"AVX512", 1, 1}, {"AVX512", 2, 1}, {"AVX512", 3, 1}, {"AVX512", 4, 1},
+}
+
+func (g *gen) kernelF16(s shape) {
+	vb := s.lanes() * 4 // bytes per register of floats
+	hb := s.lanes() * 2 // bytes of halves it converts from
+	acc := func(k, j int) string { return s.reg(k*s.regs + j) }
+	val := func(j int) string { return s.reg(s.nq*s.regs + j) }
+	bc := func(k int) string { return s.reg(s.nq*s.regs + s.regs + k) }
+	name := fmt.Sprintf("axpyTileF16%s_%dx%d", s.isa, s.nq, s.regs*s.lanes())
+	g.line("// func %s(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)", name)
+	g.line("TEXT ·%s(SB), NOSPLIT, $0-56", name)
+	g.i("MOVQ out+0(FP), DI")
+	g.i("MOVQ os+8(FP), AX")
+	g.i("SHLQ $2, AX")
+	g.i("MOVQ p+16(FP), SI")
+	g.i("MOVQ ps+24(FP), BX")
+	g.i("SHLQ $2, BX")
+	g.i("MOVQ v+32(FP), DX")
+	g.i("MOVQ vs+40(FP), R8")
+	g.i("SHLQ $1, R8")
+	g.i("MOVQ nr+48(FP), CX")
+	if s.nq == 4 {
+		g.i("LEAQ (DI)(AX*2), R10")
+		g.i("ADDQ AX, R10")
+		g.i("LEAQ (SI)(BX*2), R11")
+		g.i("ADDQ BX, R11")
+	}
+	for k := range s.nq {
+		for j := range s.regs {
+			g.i("VMOVUPS %s, %s", outRow(k, j*vb), acc(k, j))
+		}
+	}
+	g.line("loop:")
+	g.i("TESTQ CX, CX")
+	g.i("JEQ done")
+	for j := range s.regs {
+		g.i("VCVTPH2PS %d(DX), %s", j*hb, val(j))
+	}
+	for k := range s.nq {
+		g.i("VBROADCASTSS %s, %s", pRow(k), bc(k))
+	}
+	for j := range s.regs {
+		for k := range s.nq {
+			g.i("VFMADD231PS %s, %s, %s", val(j), bc(k), acc(k, j))
+		}
+	}
+	g.i("ADDQ $4, SI")
+	if s.nq == 4 {
+		g.i("ADDQ $4, R11")
+	}
+	g.i("ADDQ R8, DX")
+	g.i("DECQ CX")
+	g.i("JMP loop")
+	g.line("done:")
+	for k := range s.nq {
+		for j := range s.regs {
+			g.i("VMOVUPS %s, %s", acc(k, j), outRow(k, j*vb))
+		}
+	}
+	g.i("VZEROUPPER")
+	g.i("RET")
+	g.line("")
+}
+
+func y(n int) string { return fmt.Sprintf("Y%d", n) }
+func x(n int) string { return fmt.Sprintf("X%d", n) }
+
+// fcol is the address of float row k of a dot tile: rows are DX bytes
+// apart from DI, and R11 is DI+3·DX.
+func fcol(k int) string {
+	switch k {
+	case 0:
+		return "(DI)"
+	case 1:
+		return "(DI)(DX*1)"
+	case 2:
+		return "(DI)(DX*2)"
+	case 3:
+		return "(R11)"
+	case 4:
+		return "(R11)(DX*1)"
+	case 5:
+		return "(R11)(DX*2)"
+	}
+	panic("fcol")
+}
+
+// hrow is the address of half-precision row r: rows are BX bytes apart
+// from SI, and R10 is SI+3·BX.
+func hrow(r int) string {
+	switch r {
+	case 0:
+		return "(SI)"
+	case 1:
+		return "(SI)(BX*1)"
+	case 2:
+		return "(SI)(BX*2)"
+	}
+	return "(R10)"
+}
+
+// DotF16Cols are the float rows per DotTileF16 kernel, by instruction set.
+var DotF16Cols = map[string]int{"AVX2": 3, "AVX512": 6}
+
+// dotF16 writes the kernel for 4 half rows × c float rows:
+//
+//	func name(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+//
+// ws and xs in bytes, out[k*os+r] for row r and float row k. With evex
+// (AVX-512 VL) accumulators are Y2-Y25, floats Y26-Y31, the converted
+// halves Y1; otherwise Y0-Y11, Y12-Y14 and Y15. Each column's four sums
+// are reduced together: VHADDPS is VEX-only, so accumulators in Y16 and up
+// are first moved to low registers freed by earlier columns.
+func (g *gen) dotF16(isa string, c int) {
+	evex := isa == "AVX512"
+	acc := func(r, k int) int { return r + 4*k }
+	xr := func(k int) int { return 12 + k }
+	wr := 15
+	if evex {
+		acc = func(r, k int) int { return 2 + r + 4*k }
+		xr = func(k int) int { return 26 + k }
+		wr = 1
+	}
+	name := fmt.Sprintf("dotTileF16%s_4x%d", isa, c)
+	g.line("// func %s(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)", name)
+	g.line("TEXT ·%s(SB), NOSPLIT, $0-56", name)
+	g.i("MOVQ w+0(FP), SI")
+	g.i("MOVQ ws+8(FP), BX")
+	g.i("MOVQ x+16(FP), DI")
+	g.i("MOVQ xs+24(FP), DX")
+	g.i("MOVQ steps+32(FP), CX")
+	g.i("MOVQ out+40(FP), R8")
+	g.i("MOVQ os+48(FP), R9")
+	g.i("SHLQ $2, R9")
+	g.i("LEAQ (SI)(BX*2), R10")
+	g.i("ADDQ BX, R10")
+	if c > 3 {
+		g.i("LEAQ (DI)(DX*2), R11")
+		g.i("ADDQ DX, R11")
+	}
+	for k := range c {
+		for r := range 4 {
+			a := acc(r, k)
+			if a < 16 {
+				g.i("VXORPS %s, %s, %s", y(a), y(a), y(a))
+			} else {
+				g.i("VPXORD %s, %s, %s", y(a), y(a), y(a))
+			}
+		}
+	}
+	g.line("loop:")
+	for k := range c {
+		g.i("VMOVUPS %s, %s", fcol(k), y(xr(k)))
+	}
+	for r := range 4 {
+		g.i("VCVTPH2PS %s, %s", hrow(r), y(wr))
+		for k := range c {
+			g.i("VFMADD231PS %s, %s, %s", y(xr(k)), y(wr), y(acc(r, k)))
+		}
+	}
+	g.i("ADDQ $16, SI")
+	g.i("ADDQ $16, R10")
+	g.i("ADDQ $32, DI")
+	if c > 3 {
+		g.i("ADDQ $32, R11")
+	}
+	g.i("DECQ CX")
+	g.i("JNZ loop")
+	t0, t1 := 12, 13
+	if evex {
+		t0, t1 = 0, 1
+	}
+	var free []int
+	for k := range c {
+		var a [4]int
+		for r := range 4 {
+			a[r] = acc(r, k)
+			if a[r] >= 16 {
+				f := free[0]
+				free = free[1:]
+				g.i("VMOVAPS %s, %s", y(a[r]), y(f))
+				a[r] = f
+			}
+		}
+		g.i("VHADDPS %s, %s, %s", y(a[1]), y(a[0]), y(t0))
+		g.i("VHADDPS %s, %s, %s", y(a[3]), y(a[2]), y(t1))
+		g.i("VHADDPS %s, %s, %s", y(t1), y(t0), y(t0))
+		g.i("VEXTRACTF128 $1, %s, %s", y(t0), x(t1))
+		g.i("VADDPS %s, %s, %s", x(t1), x(t0), x(t0))
+		g.i("VMOVUPS %s, (R8)", x(t0))
+		g.i("ADDQ R9, R8")
+		free = append(free, a[:]...)
+	}
+	g.i("VZEROUPPER")
+	g.i("RET")
+	g.line("")
+}
+
 // Generate returns the assembly source.
 func Generate() []byte {
 	g := &gen{}
@@ -166,6 +380,14 @@ func Generate() []byte {
 	g.line("")
 	for _, s := range Shapes {
 		g.kernel(s)
+	}
+	for _, s := range F16Shapes {
+		g.kernelF16(s)
+	}
+	for _, isa := range []string{"AVX2", "AVX512"} {
+		for c := 1; c <= DotF16Cols[isa]; c++ {
+			g.dotF16(isa, c)
+		}
 	}
 	return g.b.Bytes()
 }
