@@ -51,9 +51,10 @@ func (s *Server) compatAPI(writeErr errorWriter, h func(http.ResponseWriter, *ht
 }
 
 // startOne submits a job of one engine request for a handler of another
-// wire format. On error nothing was written; the caller sends the error.
-func (s *Server) startOne(r *http.Request, m *Model, j *job, start time.Time) (*generation, error) {
-	st, err := m.Engine.Submit(r.Context(), j.reqs[0])
+// wire format; ctx (the request's) ends the generation when it is done. On
+// error nothing was written; the caller sends the error.
+func (s *Server) startOne(ctx context.Context, m *Model, j *job, start time.Time) (*generation, error) {
+	st, err := m.Engine.Submit(ctx, j.reqs[0])
 	if err != nil {
 		return nil, err
 	}

@@ -208,7 +208,7 @@ func (s *Server) serveOllama(w http.ResponseWriter, r *http.Request, m *Model, i
 		w.Write(o.final(ollama.DoneLoad, ""))
 		return
 	}
-	g, err := s.startOne(r, m, &oj.job, start)
+	g, err := s.startOne(r.Context(), m, &oj.job, start)
 	if err != nil {
 		ollama.WriteError(w, err)
 		return

@@ -72,7 +72,7 @@ func (s *Server) serveTGI(w http.ResponseWriter, r *http.Request, m *Model, stre
 		tgi.WriteError(w, err)
 		return
 	}
-	g, err := s.startOne(r, m, &tj.job, start)
+	g, err := s.startOne(r.Context(), m, &tj.job, start)
 	if err != nil {
 		tgi.WriteError(w, err)
 		return
