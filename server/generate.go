@@ -67,6 +67,12 @@ func prepareCompletion(m *Model, body []byte) (*job, error) {
 	if err := openai.Decode(body, &req); err != nil {
 		return nil, err
 	}
+	return prepareCompletionRequest(m, &req)
+}
+
+// prepareCompletionRequest validates a parsed completions request (the
+// body of /v1/completions, or a gRPC request put in its terms).
+func prepareCompletionRequest(m *Model, req *openai.CompletionRequest) (*job, error) {
 	opts, err := req.Options()
 	if err != nil {
 		return nil, err
@@ -118,6 +124,11 @@ func prepareChat(m *Model, body []byte) (*job, error) {
 	if err := openai.Decode(body, &req); err != nil {
 		return nil, err
 	}
+	return prepareChatRequest(m, &req)
+}
+
+// prepareChatRequest validates a parsed chat request.
+func prepareChatRequest(m *Model, req *openai.ChatRequest) (*job, error) {
 	opts, err := req.Options()
 	if err != nil {
 		return nil, err

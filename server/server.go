@@ -14,6 +14,7 @@
 //	POST /v1/chat/completions    chat completions, streamed (SSE) or not
 //	POST /tokenize               text to token ids (llama.cpp / vLLM shapes)
 //	POST /detokenize             token ids to text
+//	POST /generate, /generate_stream, /api/...   TGI and Ollama (see compatRoutes)
 //	/                            Config.Web, or a placeholder page
 //
 // With Config.APIKey set, every route but /health, /ready and the web page
@@ -168,6 +169,7 @@ func (s *Server) routes() {
 	mux.Handle("POST /v1/chat/completions", s.api(s.handleChat))
 	mux.Handle("POST /tokenize", s.api(s.handleTokenize))
 	mux.Handle("POST /detokenize", s.api(s.handleDetokenize))
+	s.compatRoutes(mux) // TGI and Ollama (compat.go)
 	// The same paths with any other method: 405 with OpenAI's error object
 	// (the mux's own 405 is plain text).
 	for path, allow := range map[string]string{

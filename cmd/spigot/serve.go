@@ -31,6 +31,7 @@ import (
 type serveConfig struct {
 	model, tokenizer string
 	addr             string
+	grpcAddr         string
 	parallel, ctx    int
 	threads          int
 	maxQueue         int
@@ -58,6 +59,7 @@ func serve(ctx context.Context, unnotify func(), args []string, std stdio) error
 	fs.StringVar(&c.model, "m", "", "model: a GGUF file, a llama2.c .bin, or hf:OWNER/REPO/FILE.gguf (none: a built-in demo model that produces random text)")
 	fs.StringVar(&c.tokenizer, "tokenizer", "", "tokenizer.bin for a llama2.c checkpoint")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "also serve the gRPC API (spigot.v1.Generation, health, reflection) on this address, such as 127.0.0.1:9090 (empty: no gRPC)")
 	fs.IntVar(&c.parallel, "parallel", 4, "sequences decoded together")
 	fs.IntVar(&c.ctx, "ctx", 0, "context length per sequence (0: the model's)")
 	fs.IntVar(&c.threads, "threads", 0, "threads to compute with (0: all cores)")
@@ -82,6 +84,13 @@ func serve(ctx context.Context, unnotify func(), args []string, std stdio) error
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "url", "http://"+ln.Addr().String(), "ready", "GET /ready answers 200 once the model is loaded")
+	stopGRPC, err := startGRPC(srv, c.grpcAddr, log)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		<-served
+		return err
+	}
+	defer stopGRPC()
 
 	m, closeModel, err := loadServed(ctx, c, log)
 	if err != nil {
