@@ -36,6 +36,8 @@ type impl struct {
 	// after their checks.
 	dotTileF16  func(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int)
 	axpyTileF16 func(out []float32, os int, p []float32, ps, nc int, v []uint16, vs, nr, n int)
+	// toF16, if not nil, is ToF16 after its check.
+	toF16 func(dst []uint16, src []float32)
 }
 
 // The weight types with dedicated kernels, as indexes into impl.rowDot and

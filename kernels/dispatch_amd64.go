@@ -138,6 +138,7 @@ var avx2 = impl{
 	axpyTile: func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
 		axpyTileAsm(false, out, os, p, ps, nc, v, vs, nr, n)
 	},
+	toF16: toF16Asm,
 	dotTileF16: func(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int) {
 		dotTileF16Asm(false, out, os, w, ws, nr, x, xs, nc, n)
 	},

@@ -161,3 +161,36 @@ func TestTilesF16(t *testing.T) {
 		})
 	}
 }
+
+// TestToF16 checks ToF16 against quant.F32ToF16 on every kernel set, for
+// random values of every magnitude (subnormal halves, overflow, ties) and
+// the special values; NaNs need only stay NaNs.
+func TestToF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	src := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 65504, 65520, 65519.99, 1e-8, -6e-8, 3e-5,
+		float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1 + 1.0/2048, 1 + 3.0/2048}
+	for range 5000 {
+		src = append(src, math.Float32frombits(r.Uint32()))
+		src = append(src, float32(r.NormFloat64()*math.Pow(2, float64(r.IntN(50)-30))))
+	}
+	for _, k := range sets {
+		withImpl(k, func() {
+			for _, n := range []int{len(src), 7, 8, 17} {
+				dst := make([]uint16, n)
+				ToF16(dst, src[:n])
+				for i, x := range src[:n] {
+					want := quant.F32ToF16(x)
+					if x != x {
+						if dst[i]&0x7c00 != 0x7c00 || dst[i]&0x3ff == 0 {
+							t.Fatalf("%s: ToF16(NaN) = %#04x", k.name, dst[i])
+						}
+						continue
+					}
+					if dst[i] != want {
+						t.Fatalf("%s: ToF16(%v) = %#04x, quant.F32ToF16 %#04x", k.name, x, dst[i], want)
+					}
+				}
+			}
+		})
+	}
+}

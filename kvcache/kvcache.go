@@ -16,7 +16,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/spigot-llm/spigot/quant"
+	"github.com/spigot-llm/spigot/kernels"
 )
 
 // ErrFull is returned when the pool has no free block left.
@@ -342,14 +342,8 @@ func (s *Seq) V(layer, pos int) []uint16 {
 func (s *Seq) Store(layer, pos int, k, v []float32) {
 	o := s.offset(layer, pos)
 	n := s.c.cfg.KVDim
-	toF16(s.c.k[o:o+n], k[:n])
-	toF16(s.c.v[o:o+n], v[:n])
-}
-
-func toF16(dst []uint16, src []float32) {
-	for i, x := range src {
-		dst[i] = quant.F32ToF16(x)
-	}
+	kernels.ToF16(s.c.k[o:o+n], k[:n])
+	kernels.ToF16(s.c.v[o:o+n], v[:n])
 }
 
 // BlockSize is the positions per block of the sequence's cache.
