@@ -88,21 +88,82 @@ func quantizeQ4_0(dst []byte, src []float32) {
 		for j := range QK4_0 / 2 {
 			x0 := float32(x[j] * id)
 			x1 := float32(x[j+QK4_0/2] * id)
-			y[2+j] = byte(truncNibble(x0+8.5) | truncNibble(x1+8.5)<<4)
+			y[2+j] = byte(truncClamp(x0+8.5, 15) | truncClamp(x1+8.5, 15)<<4)
 		}
 		src, dst = src[QK4_0:], dst[18:]
 	}
 }
 
-// truncNibble is ggml's MIN(15, (int8_t)v), with v ≥ 0 for finite input;
-// out-of-range and NaN inputs are clamped to [0, 15] instead of being
-// undefined behaviour.
-func truncNibble(v float32) int {
+// quantizeQ5_0 is ggml's quantize_row_q5_0_ref: as Q4_0 with 5-bit codes,
+// the element of largest magnitude mapping to -16 (code 0).
+func quantizeQ5_0(dst []byte, src []float32) {
+	for len(src) >= 32 {
+		x := (*[32]float32)(src)
+		y := (*[22]byte)(dst)
+		var amax, vmax float32
+		for _, v := range x {
+			if a := float32(math.Abs(float64(v))); amax < a {
+				amax, vmax = a, v
+			}
+		}
+		d := vmax / -16
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		put16(y[0:2], F32ToF16(d))
+		var qh uint32
+		for j := range 16 {
+			x0 := truncClamp(float32(x[j]*id)+16.5, 31)
+			x1 := truncClamp(float32(x[j+16]*id)+16.5, 31)
+			y[6+j] = byte(x0&15 | (x1&15)<<4)
+			qh |= uint32(x0>>4) << j
+			qh |= uint32(x1>>4) << (j + 16)
+		}
+		y[2], y[3], y[4], y[5] = byte(qh), byte(qh>>8), byte(qh>>16), byte(qh>>24)
+		src, dst = src[32:], dst[22:]
+	}
+}
+
+// quantizeQ5_1 is ggml's quantize_row_q5_1_ref: d = (max-min)/31 and m =
+// min, code = trunc((x-min)/d + 0.5).
+func quantizeQ5_1(dst []byte, src []float32) {
+	for len(src) >= 32 {
+		x := (*[32]float32)(src)
+		y := (*[24]byte)(dst)
+		lo, hi := float32(math.MaxFloat32), float32(-math.MaxFloat32)
+		for _, v := range x {
+			lo = min32(lo, v)
+			hi = max32(hi, v)
+		}
+		d := (hi - lo) / 31
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		put16(y[0:2], F32ToF16(d))
+		put16(y[2:4], F32ToF16(lo))
+		var qh uint32
+		for j := range 16 {
+			x0 := truncClamp(float32((x[j]-lo)*id)+0.5, 31)
+			x1 := truncClamp(float32((x[j+16]-lo)*id)+0.5, 31)
+			y[8+j] = byte(x0&15 | (x1&15)<<4)
+			qh |= uint32(x0>>4) << j
+			qh |= uint32(x1>>4) << (j + 16)
+		}
+		y[4], y[5], y[6], y[7] = byte(qh), byte(qh>>8), byte(qh>>16), byte(qh>>24)
+		src, dst = src[32:], dst[24:]
+	}
+}
+
+// truncClamp is C's conversion of v ≥ 0 to an integer (truncation) clamped
+// to [0, hi]; NaN and negative values give 0 instead of undefined behaviour.
+func truncClamp(v float32, hi int) int {
 	if !(v >= 0) {
 		return 0
 	}
-	if v >= 15 {
-		return 15
+	if v >= float32(hi) {
+		return hi
 	}
 	return int(v)
 }

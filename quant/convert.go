@@ -35,6 +35,11 @@ var quantizers = map[Type]func(dst []byte, src []float32){
 	BF16: quantizeBF16,
 	Q8_0: quantizeQ8_0,
 	Q4_0: quantizeQ4_0,
+	Q5_0: quantizeQ5_0,
+	Q5_1: quantizeQ5_1,
+	Q4_K: quantizeQ4_K,
+	Q5_K: quantizeQ5_K,
+	Q6_K: quantizeQ6_K,
 }
 
 // CanDequantize reports whether [Dequantize] supports t.
@@ -65,12 +70,20 @@ func Dequantize(t Type, dst []float32, src []byte) error {
 
 // Quantize encodes src into dst as type t: len(src) must be a multiple of
 // t's block size and len(dst) exactly t.RowSize(len(src)). It supports F32,
-// F16, BF16 (round to nearest even), Q8_0 and Q4_0, the latter two exactly
-// as ggml's quantize_row_q8_0_ref and quantize_row_q4_0_ref do, so a file
-// quantized here matches one quantized by llama.cpp without an importance
-// matrix. NaN and infinite inputs give unspecified (but in-range) codes.
-// It returns an error wrapping [ErrUnsupported] or [ErrSize] and writes
-// nothing if the type or sizes are wrong; it never panics.
+// F16, BF16 (round to nearest even), Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and
+// Q6_K, the quantized types exactly as ggml's quantize_row_*_ref functions
+// do, so a file quantized here has the same bytes as one quantized by
+// llama.cpp without an importance matrix. (The K types search each
+// sub-block's scale and min by weighted least squares, as ggml's
+// make_qkx2_quants and make_qx_quants do, which makes them tens of times
+// slower per element than Q8_0 and Q4_0: see BenchmarkQuantize.)
+//
+// Every block is quantized on its own. Quantize never panics and always
+// writes codes in range; a block holding a NaN or an infinity, or values
+// so large (or, for K types, so small) that its half-precision scale
+// overflows (or underflows), decodes to unspecified values, as it does in
+// ggml. It returns an error wrapping [ErrUnsupported] or [ErrSize] and
+// writes nothing if the type or sizes are wrong.
 func Quantize(t Type, dst []byte, src []float32) error {
 	f, ok := quantizers[t]
 	if !ok {

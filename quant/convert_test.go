@@ -111,7 +111,7 @@ func randRow(r *rand.Rand, n int) []float32 {
 func TestRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	const n = 32 * 40
-	for _, typ := range []Type{F32, F16, BF16, Q8_0, Q4_0} {
+	for _, typ := range []Type{F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1} {
 		t.Run(typ.String(), func(t *testing.T) {
 			for trial := range 20 {
 				x := randRow(r, n)
@@ -133,8 +133,10 @@ func TestRoundTrip(t *testing.T) {
 				}
 				for b := 0; b < n; b += 32 {
 					var amax float64
+					lo, hi := math.Inf(1), math.Inf(-1)
 					for _, v := range x[b : b+32] {
 						amax = max(amax, math.Abs(float64(v)))
+						lo, hi = min(lo, float64(v)), max(hi, float64(v))
 					}
 					for i := b; i < b+32; i++ {
 						var tol float64
@@ -159,6 +161,15 @@ func TestRoundTrip(t *testing.T) {
 							// the half-precision error of d.
 							d := amax / 8
 							tol = d + 8*halfErr(d) + 1e-6*amax
+						case Q5_0:
+							// As Q4_0 with 16 steps each side.
+							d := amax / 16
+							tol = d + 16*halfErr(d) + 1e-6*amax
+						case Q5_1:
+							// Half a step of d = (max-min)/31, plus the
+							// half-precision errors of the min and of d.
+							d := (hi - lo) / 31
+							tol = d/2 + halfErr(lo) + 31*halfErr(d) + 1e-6*amax
 						}
 						if err := math.Abs(float64(y[i] - x[i])); err > tol {
 							t.Fatalf("trial %d: element %d: %v round-trips to %v, error %g > %g", trial, i, x[i], y[i], err, tol)

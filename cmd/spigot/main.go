@@ -7,7 +7,7 @@
 //	spigot run      -m MODEL -p PROMPT [-n N] [--temp T] [--seed S] ...
 //	spigot tokenize -m MODEL [--ids] TEXT
 //	spigot synth    --shape NAME --type T -o FILE
-//	spigot quantize IN OUT --type T
+//	spigot quantize IN OUT --type T [--pure]
 //
 // Run "spigot COMMAND -h" for a command's flags.
 package main
@@ -37,7 +37,7 @@ func init() {
 		{"serve", "serve the OpenAI-compatible HTTP API (streaming), with a chat page", serveCmd},
 		{"tokenize", "print a text's token ids as a JSON array", tokenizeCmd},
 		{"synth", "write a Llama GGUF file with deterministic random weights", synthCmd},
-		{"quantize", "rewrite a model's weight matrices in another type (F16, BF16, Q8_0, Q4_0)", quantizeCmd},
+		{"quantize", "rewrite a model's weight matrices as llama-quantize does (F16, BF16, Q8_0, Q4_0, Q6_K, Q5_K_M, Q4_K_M, ...)", quantizeCmd},
 		{"bench", "load-test an OpenAI-compatible server with streaming requests", benchCmd},
 	}
 }

@@ -175,4 +175,21 @@ func TestQuantizeCommand(t *testing.T) {
 	if err := quantizeCmd([]string{sharedModel()}, stdio{nil, &bytes.Buffer{}, &bytes.Buffer{}}); err == nil {
 		t.Error("quantize with one argument succeeded")
 	}
+	// A K mix, flags after the files: stories260K is 64 wide, so its
+	// matrices fall back to Q5_0 (Q8_0 for the Q6_K ones, F16 for ffn_down,
+	// whose 172-wide rows are not whole 32-element blocks), as in llama.cpp.
+	km := filepath.Join(t.TempDir(), "q4km.gguf")
+	var stderr bytes.Buffer
+	if err := quantizeCmd([]string{sharedModel(), km, "--type", "q4_k"}, stdio{nil, &bytes.Buffer{}, &stderr}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Q4_K_M, 48 tensors: 11 F32, 5 F16, 29 Q5_0, 3 Q8_0"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("quantize --type q4_k said %q, want it to contain %q", stderr.String(), want)
+	}
+	if err := runCmd([]string{"-m", km, "-p", "Once", "-n", "4", "--temp", "0"}, stdio{nil, &o, &e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := quantizeCmd([]string{sharedModel(), km, "--type", "Q3_K_M"}, stdio{nil, &bytes.Buffer{}, &bytes.Buffer{}}); err == nil {
+		t.Error("quantize --type Q3_K_M succeeded")
+	}
 }

@@ -94,8 +94,8 @@ func TestLoadErrors(t *testing.T) {
 	for _, x := range f.Tensors {
 		y := &gguf.Tensor{Name: x.Name, Type: x.Type, Dims: x.Dims, Data: x.Data}
 		if x.Name == "blk.0.attn_q.weight" {
-			y.Type = quant.Q4_1 // 20 bytes per 32, so give it fresh data
-			y.Data = make([]byte, 64*64/32*20)
+			y.Type = quant.IQ4_NL // 18 bytes per 32, so give it fresh data
+			y.Data = make([]byte, 64*64/32*18)
 		}
 		ts = append(ts, y)
 	}
@@ -103,8 +103,8 @@ func TestLoadErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := model.Load(g, model.Options{Pool: pool}); !errors.Is(err, model.ErrUnsupported) || !strings.Contains(err.Error(), "Q4_1") {
-		t.Errorf("Q4_1 weights: %v, want ErrUnsupported naming Q4_1", err)
+	if _, err := model.Load(g, model.Options{Pool: pool}); !errors.Is(err, model.ErrUnsupported) || !strings.Contains(err.Error(), "IQ4_NL") {
+		t.Errorf("IQ4_NL weights: %v, want ErrUnsupported naming IQ4_NL", err)
 	}
 }
 
