@@ -87,6 +87,10 @@ var neon = func() impl {
 	k.dequant[slotQ4_0] = dequantQ4_0NEON
 	k.q = neonQ(false)
 	k.f = neonF
+	k.expSub = expSubNEON
+	k.siluMul = siluMulNEON
+	k.max = maxNEON
+	k.scale = scaleNEON
 	return k
 }()
 

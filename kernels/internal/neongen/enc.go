@@ -79,6 +79,26 @@ var ops = map[string]op{
 	"FDIV":   {0x6e20fc00, true, f3("4S", "4S", "4S")},
 	"FMAX":   {0x4e20f400, true, f3("4S", "4S", "4S")},
 	"FCMGE":  {0x6e20e400, true, f3("4S", "4S", "4S")},
+	"FSUB":   {0x4ea0d400, true, f3("4S", "4S", "4S")},
+	"FMIN":   {0x4ea0f400, true, f3("4S", "4S", "4S")},
+	"FCMGT":  {0x6ea0e400, true, f3("4S", "4S", "4S")},
+	"FNEG":   {0x6ea0f800, false, f2("4S", "4S")},
+	// Round toward minus infinity, to an integral float.
+	"FRINTM": {0x4e219800, false, f2("4S", "4S")},
+	// Arithmetic shift right of int32 lanes by one.
+	"SSHR.1": {0x4f3f0400, false, func(d, n, _ int) string {
+		return fmt.Sprintf("V%d.4S, V%d.4S, #1", d, n)
+	}},
+	// Vd = Vn AND NOT Vm.
+	"BIC": {0x4e601c00, true, f3("16B", "16B", "16B")},
+	// Double precision: widening from single, add, and the pairwise sum
+	// of the two lanes.
+	"FCVTL.2D":  {0x0e617800, false, f2("2D", "2S")},
+	"FCVTL2.2D": {0x4e617800, false, f2("2D", "4S")},
+	"FADD.2D":   {0x4e60d400, true, f3("2D", "2D", "2D")},
+	"FADDP.D": {0x7e70d800, false, func(d, n, _ int) string {
+		return fmt.Sprintf("D%d, V%d.2D", d, n)
+	}},
 	// FADDP Vd = [n0+n1, n2+n3, m0+m1, m2+m3].
 	"FADDP": {0x6e20d400, true, f3("4S", "4S", "4S")},
 	"MUL":   {0x4ea09c00, true, f3("4S", "4S", "4S")},

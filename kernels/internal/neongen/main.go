@@ -1,6 +1,6 @@
 // Command neongen writes kernels/neon_arm64.s, the arm64 (NEON) assembly
-// of package kernels: the float dot products, Axpy and dequantizers, and
-// MatMul's integer path for Q8_0 and Q4_0 weights (activation quantizer,
+// of package kernels: the float dot products, Axpy and dequantizers, the
+// vector exp of Softmax and SiLUMul, and MatMul's integer path for Q8_0 and Q4_0 weights (activation quantizer,
 // weight packers, tile and batch-1 kernels, with SDOT and without) and its
 // float tiles. The kernels are unrolled per tile shape and per layout,
 // which is why they are generated rather than written by hand; and Go's
@@ -114,6 +114,10 @@ func Generate() []byte {
 	for c := 1; c <= 3; c++ {
 		g.tileF32(c)
 	}
+	g.expSub()
+	g.siluMul()
+	g.max()
+	g.scale()
 	return g.b.Bytes()
 }
 
