@@ -398,18 +398,7 @@ func (g *gen) direct(q4, sdot bool) {
 	g.i("MOVD nb+32(FP), R7")
 	g.zero(28)
 	g.zero(29)
-	g.line("group:")
-	g.i("MOVD $8, R10")
-	g.i("CMP R10, R7")
-	g.i("CSEL LT, R7, R10, R10")
-	for j := range 9 {
-		g.zero(j)
-	}
-	for j := range 8 {
-		if j > 0 {
-			g.i("CMP $%d, R10", j+1)
-			g.i("BLT blocks")
-		}
+	block := func(j int) {
 		g.i("VLD1.P 2(R0), V8.H[%d]", j)
 		g.i("FLDPQ %d(R6), (F12, F13)", 32*j)
 		if q4 {
@@ -426,7 +415,7 @@ func (g *gen) direct(q4, sdot bool) {
 				g.op("SMLAL2", 14, 10, 13)
 				g.op2("SADDLP.4S", j, 14)
 			}
-			continue
+			return
 		}
 		g.i("VLD1.P 32(R0), [V10.B16, V11.B16]")
 		if sdot {
@@ -440,6 +429,32 @@ func (g *gen) direct(q4, sdot bool) {
 			g.op2("SADDLP.4S", j, 14)
 			g.op2("SADALP.4S", j, 15)
 		}
+	}
+	// A whole group: every accumulator and scale lane is written (SDOT
+	// accumulates, so its accumulators start at zero).
+	g.line("group:")
+	g.i("CMP $8, R7")
+	g.i("BLT partial")
+	if sdot {
+		for j := range 8 {
+			g.zero(j)
+		}
+	}
+	for j := range 8 {
+		block(j)
+	}
+	g.i("B blocks")
+	// The last, partial group: R7 blocks.
+	g.line("partial:")
+	for j := range 9 {
+		g.zero(j)
+	}
+	for j := range 8 {
+		if j > 0 {
+			g.i("CMP $%d, R7", j+1)
+			g.i("BLT blocks")
+		}
+		block(j)
 	}
 	g.line("blocks:")
 	g.v3("VADDP", "S4", 0, 0, 1)
