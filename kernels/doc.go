@@ -8,9 +8,10 @@
 // Each kernel's doc comment gives its reference loop: the plain Go that
 // defines what it computes. The portable implementations live in
 // kernels_generic.go and matmul_*.go; where the CPU allows, init swaps in
-// assembly ([Implementation] names the set in use: "avx2", or
-// "avx512vnni" where AVX-512 VNNI is available), and building with -tags
-// noasm keeps the portable ones. Package kerneltest checks any
+// assembly ([Implementation] names the set in use: on amd64 "avx2", or
+// "avx512vnni" where AVX-512 VNNI is available; on arm64 "neon", or
+// "neondot" where the ARMv8.2 dot product instructions are), and building
+// with -tags noasm keeps the portable ones. Package kerneltest checks any
 // implementation against float64 reference loops and the quant package's
 // scalar (de)quantizers; every set the CPU can run is tested with it.
 //
