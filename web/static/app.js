@@ -33,6 +33,7 @@ const el = {
 // assistant turns. Error notes shown in the page are not part of it.
 const history = [];
 let controller = null; // AbortController of the request in flight
+let streamId = '';     // the server's id of the stream in flight, from its events' ids
 let models = [];
 
 // unauthorized explains a 401: the server wants a key, or another one.
@@ -311,6 +312,10 @@ async function send() {
     if (!res.body) throw new StreamError('the response has no body');
     let sawDone = false;
     await readEvents(res.body, (ev) => {
+      // Event ids are "STREAM:SEQ": the stream's id lets Stop cancel it
+      // on the server (a disconnect alone leaves it to be resumed).
+      const colon = ev.id.lastIndexOf(':');
+      if (colon > 0) streamId = ev.id.slice(0, colon);
       const r = interpret(ev.data);
       if (r.done) {
         sawDone = true;
@@ -350,6 +355,7 @@ async function send() {
     }
   } finally {
     controller = null;
+    streamId = '';
   }
 
   if (stats.frame) cancelAnimationFrame(stats.frame);
@@ -414,7 +420,12 @@ async function responseError(res) {
 }
 
 function stop() {
-  if (controller) controller.abort();
+  if (!controller) return;
+  if (streamId !== '') {
+    fetch(`v1/streams/${encodeURIComponent(streamId)}/cancel`, { method: 'POST', headers: headers() })
+      .catch(() => { /* the stream ends with the server's window anyway */ });
+  }
+  controller.abort();
 }
 
 function clearChat() {
