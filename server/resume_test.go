@@ -120,13 +120,19 @@ func TestResumeRandomCuts(t *testing.T) {
 	fx := newFixture(t, fixtureOptions{parallel: 4, delay: time.Millisecond})
 	prompt := jsonString(references(t)[1].Prompt)
 	cases := []struct {
-		name, path, body string
+		name string
+		runs int // cut runs, each with its own random cuts
+		path string
+		body string
 	}{
-		{"chat", "/v1/chat/completions",
+		{"chat", 4, "/v1/chat/completions",
 			`{"messages":[{"role":"user","content":"Once upon a time"}],"temperature":0,"max_tokens":100,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}`},
-		{"completion n=2 logprobs", "/v1/completions",
+		{"completion n=2 logprobs", 4, "/v1/completions",
 			`{"prompt":` + prompt + `,"temperature":0,"max_tokens":60,"n":2,"logprobs":2,"stream":true,"stream_options":{"include_usage":true}}`},
-		{"completion echo stop", "/v1/completions",
+		{"chat paced and coalesced", 2, "/v1/chat/completions",
+			`{"messages":[{"role":"user","content":"Once upon a time"}],"temperature":0,"max_tokens":100,"ignore_eos":true,"logprobs":true,"stream":true,` +
+				`"stream_options":{"pace_tokens_per_second":1000,"min_interval_ms":15}}`},
+		{"completion echo stop", 4, "/v1/completions",
 			`{"prompt":"Once upon a time","echo":true,"temperature":0,"max_tokens":80,"stop":["zzz","ot beo"],"stream":true}`},
 	}
 	for ci, tc := range cases {
@@ -137,7 +143,7 @@ func TestResumeRandomCuts(t *testing.T) {
 			if !want.done || len(want.errors) > 0 {
 				t.Fatalf("uncut run: %v", want.events)
 			}
-			for run := range 4 {
+			for run := range tc.runs {
 				seed := uint64(ci*100 + run)
 				rng := rand.New(rand.NewPCG(seed, 1))
 				c := newResumer(t)
