@@ -107,8 +107,8 @@ func meanStd(xs []float64) (mean, std float64) {
 // TestPacing checks stream_options.pace_tokens_per_second: at 50 tokens/s
 // the chunks arrive 20 ms apart on average with little jitter, while the
 // engine has generated them all long before; the text is the unpaced one.
-// (Real time, on a machine that may be busy: the margins are wide enough
-// for scheduling noise, and far from an unpaced stream's sub-millisecond
+// (Real time, on a machine that may be busy: the margins allow for
+// scheduling noise and are far from an unpaced stream's sub-millisecond
 // gaps.)
 func TestPacing(t *testing.T) {
 	fx := newFixture(t, fixtureOptions{parallel: 2})
@@ -126,15 +126,24 @@ func TestPacing(t *testing.T) {
 	if len(paced) < 30 {
 		t.Fatalf("%d chunks with text; want one per token (about 40)", len(paced))
 	}
-	mean, std := meanStd(gaps(paced))
+	g := gaps(paced)
+	mean, std := meanStd(g)
 	pmean, _ := meanStd(gaps(plain))
-	t.Logf("paced at 50/s: %d chunks, gaps mean %.2f ms, std %.2f ms; unpaced mean %.3f ms; generation done by chunk %d",
-		len(paced), mean, std, pmean, doneAt)
+	even := 0 // gaps within 5 ms of 20
+	for _, d := range g {
+		if math.Abs(d-20) <= 5 {
+			even++
+		}
+	}
+	t.Logf("paced at 50/s: %d chunks, gaps mean %.2f ms, std %.2f ms, %d of %d within 20±5 ms; unpaced mean %.3f ms; generation done by chunk %d",
+		len(paced), mean, std, even, len(g), pmean, doneAt)
 	if mean < 18 || mean > 24 {
 		t.Errorf("mean gap %.2f ms, want about 20 (50 tokens/s)", mean)
 	}
-	if std > 6 {
-		t.Errorf("gaps vary by %.2f ms (std); want even spacing", std)
+	// Jitter: a busy machine may delay a write now and then (one long gap,
+	// then a short one, as the schedule is kept), but most gaps are even.
+	if even < len(g)*2/3 {
+		t.Errorf("only %d of %d gaps within 20±5 ms (std %.2f ms); want even spacing", even, len(g), std)
 	}
 	if doneAt == 0 || doneAt > len(paced)/2 {
 		t.Errorf("the engine finished when chunk %d of %d was read; want generation to run ahead at full speed", doneAt, len(paced))
@@ -176,7 +185,7 @@ func TestCoalescing(t *testing.T) {
 			t.Errorf("frames %d and %d arrived %.1f ms apart; want at least about 100", i, i+1, d)
 		}
 	}
-	if len(frames) < 3 || len(frames) > 8 {
+	if len(frames) < 3 || len(frames) > 12 { // more on a busy machine, where steps take longer
 		t.Errorf("%d frames for about 350 ms of generation; want about 4", len(frames))
 	}
 	if frames[0].tokens != 1 || frames[0].at > 80*time.Millisecond {
