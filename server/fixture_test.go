@@ -80,6 +80,7 @@ type fixtureOptions struct {
 	delay              time.Duration
 	resumeWindow       time.Duration // Config.ResumeWindow (0: the default)
 	keepAlive          time.Duration // Config.KeepAlive (0: the default)
+	resumeMemory       int64         // Config.ResumeMemory (0: the default)
 }
 
 // fixture is a server on 127.0.0.1 serving the test model.
@@ -133,7 +134,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Config{APIKey: o.apiKey, Registry: metrics.NewRegistry(), ResumeWindow: o.resumeWindow, KeepAlive: o.keepAlive})
+	srv := New(Config{APIKey: o.apiKey, Registry: metrics.NewRegistry(), ResumeWindow: o.resumeWindow, KeepAlive: o.keepAlive, ResumeMemory: o.resumeMemory})
 	srv.SetModel(&Model{Engine: eng, Tokenizer: tok, Template: tmpl, ID: "stories260K", Aliases: []string{"stories"}})
 	ts := httptest.NewServer(srv)
 	fx.closers = append(fx.closers, ts.Close, eng.Close, tm.release)

@@ -218,7 +218,9 @@ func checkError(t *testing.T, what string, resp *http.Response, body []byte, sta
 // streams, bad ids, the wrong endpoint, and a stream whose window passed,
 // which is canceled and then gone.
 func TestResumeErrors(t *testing.T) {
-	fx := newFixture(t, fixtureOptions{parallel: 2, delay: 2 * time.Millisecond, resumeWindow: 300 * time.Millisecond, apiKey: "k"})
+	// 10 ms steps: a 100-token generation lasts over a second, well past
+	// the 300 ms window.
+	fx := newFixture(t, fixtureOptions{parallel: 2, delay: 10 * time.Millisecond, resumeWindow: 300 * time.Millisecond, apiKey: "k"})
 	auth := []string{"Authorization", "Bearer k"}
 	unknown := "chatcmpl-0123456789abcdef01234567"
 	for _, tc := range []struct {
@@ -239,7 +241,7 @@ func TestResumeErrors(t *testing.T) {
 	}
 
 	// A live stream: wrong ids for it, then its end, then its window.
-	body := `{"messages":[{"role":"user","content":"Once"}],"max_tokens":100,"ignore_eos":true,"stream":true}`
+	body := `{"messages":[{"role":"user","content":"Once"}],"max_tokens":20,"ignore_eos":true,"stream":true}`
 	resp := fx.open(t, "POST", "/v1/chat/completions", body, auth...)
 	r := newSSEReader(t, resp.Body)
 	for range 3 {
@@ -368,5 +370,42 @@ func TestCancelOnDisconnect(t *testing.T) {
 			resp2, b := fx.do(t, "GET", "/v1/streams/"+r.lastID[:strings.LastIndexByte(r.lastID, ':')], "", "Last-Event-ID", r.lastID)
 			checkError(t, "resuming", resp2, b, 404, "stream_not_found", "no stream")
 		})
+	}
+}
+
+// TestResumeMemory checks the budget of finished streams kept for their
+// window: beyond it the oldest are dropped (and cannot be resumed), while
+// running ones stay.
+func TestResumeMemory(t *testing.T) {
+	fx := newFixture(t, fixtureOptions{parallel: 2, resumeMemory: 20 << 10})
+	ids := make([]string, 4)
+	for i := range ids {
+		resp := fx.open(t, "POST", "/v1/completions", `{"prompt":"Once","max_tokens":60,"ignore_eos":true,"logprobs":5,"stream":true}`)
+		r := newSSEReader(t, resp.Body)
+		r.all()
+		resp.Body.Close()
+		ids[i] = r.lastID[:strings.LastIndexByte(r.lastID, ':')]
+	}
+	// Each log holds 60 tokens with 5 alternatives: over 10 KiB, so the
+	// 20 KiB budget keeps one (the newest), maybe two.
+	waitFor(t, "the last stream to be accounted", func() bool {
+		fx.srv.streams.mu.Lock()
+		defer fx.srv.streams.mu.Unlock()
+		return fx.srv.streams.finished.Len() > 0 && len(fx.srv.streams.byID) <= 2
+	})
+	if resp, b := fx.do(t, "GET", "/v1/streams/"+ids[0], ""); resp.StatusCode != 404 {
+		t.Errorf("the oldest finished stream, beyond the budget: %d %.100s; want 404", resp.StatusCode, b)
+	}
+	resp := fx.open(t, "GET", "/v1/streams/"+ids[3], "")
+	res := collect(t, resp.Body)
+	resp.Body.Close()
+	if !res.done || len(res.finishes[0]) != 1 {
+		t.Errorf("the newest finished stream: %v", res.events)
+	}
+	fx.srv.streams.mu.Lock()
+	b := fx.srv.streams.finishedBytes
+	fx.srv.streams.mu.Unlock()
+	if b > 20<<10 {
+		t.Errorf("finished streams hold %d bytes, over the 20 KiB budget", b)
 	}
 }

@@ -14,6 +14,7 @@
 //	POST /v1/chat/completions    chat completions, streamed (SSE) or not
 //	GET  /v1/streams/{id}        resume a stream (Last-Event-ID or ?after=SEQ)
 //	POST /v1/streams/{id}/cancel stop a stream's generation
+//	GET  /v1/ws                  WebSocket: several generations per socket (ws.go)
 //	POST /tokenize               text to token ids (llama.cpp / vLLM shapes)
 //	POST /detokenize             token ids to text
 //	/                            Config.Web, or a placeholder page
@@ -153,6 +154,10 @@ type Server struct {
 	draining atomic.Bool
 	streams  streams // resumable streams by id
 
+	shutdown     chan struct{} // closed by Shutdown: sockets close once their generations end
+	shutdownOnce sync.Once
+	sockets      sync.WaitGroup // open WebSockets (hijacked: http.Server does not track them)
+
 	mu     sync.Mutex   // guards hs and closed
 	hs     *http.Server // set by Serve
 	closed bool         // Shutdown was called: Serve must not start
@@ -182,7 +187,7 @@ func New(cfg Config) *Server {
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = 15 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: cfg.Registry}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, shutdown: make(chan struct{})}
 	s.streams.budget = cfg.ResumeMemory
 	s.metrics = metrics.New(cfg.Registry)
 	s.routes()
@@ -213,6 +218,7 @@ func (s *Server) routes() {
 	mux.Handle("POST /v1/chat/completions", s.api(s.handleChat))
 	mux.Handle("GET /v1/streams/{id}", s.api(s.handleStream))
 	mux.Handle("POST /v1/streams/{id}/cancel", s.api(s.handleCancel))
+	mux.Handle("GET /v1/ws", s.api(s.handleWS))
 	mux.Handle("POST /tokenize", s.api(s.handleTokenize))
 	mux.Handle("POST /detokenize", s.api(s.handleDetokenize))
 	// The same paths with any other method: 405 with OpenAI's error object
@@ -220,7 +226,7 @@ func (s *Server) routes() {
 	for path, allow := range map[string]string{
 		"/health": "GET", "/ready": "GET", "/metrics": "GET", "/v1/models": "GET", "/v1/models/": "GET",
 		"/v1/completions": "POST", "/v1/chat/completions": "POST", "/tokenize": "POST", "/detokenize": "POST",
-		"/v1/streams/{id}": "GET", "/v1/streams/{id}/cancel": "POST",
+		"/v1/streams/{id}": "GET", "/v1/streams/{id}/cancel": "POST", "/v1/ws": "GET",
 	} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
@@ -301,7 +307,8 @@ func recordStatus(w http.ResponseWriter, code int) {
 	}
 }
 
-// auth checks the API key, if one is configured.
+// auth checks the API key, if one is configured: the Authorization
+// header, or for a WebSocket handshake a "spigot-key.KEY" subprotocol.
 func (s *Server) auth(h http.Handler) http.Handler {
 	if s.cfg.APIKey == "" {
 		return h
@@ -309,6 +316,9 @@ func (s *Server) auth(h http.Handler) http.Handler {
 	want := []byte("Bearer " + s.cfg.APIKey)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
+		if k := wsKey(r); got == "" && k != "" {
+			got = "Bearer " + k // a browser's WebSocket, which cannot send headers
+		}
 		if got == "" {
 			openai.WriteError(w, openai.Unauthorized(true))
 			return
@@ -452,6 +462,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = m.Engine.Shutdown(ctx)
 	}
 	s.streams.close() // every stream has ended: none waits for its client
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+	sockets := make(chan struct{})
+	go func() { s.sockets.Wait(); close(sockets) }()
+	select {
+	case <-sockets: // each sent its generations' last messages and closed
+	case <-time.After(6 * time.Second):
+	}
 
 	s.mu.Lock()
 	hs := s.hs

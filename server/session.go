@@ -304,7 +304,8 @@ func (ss *session) delivered(now time.Time, es []stream.Entry) {
 	}
 }
 
-// streams is the registry of resumable sessions by id. A session enters
+// streams is the registry of resumable sessions by id. Lock order: the
+// registry's mutex before a session's. A session enters
 // when it starts and leaves when its resume window passes with no client
 // attached, or, once finished, when finished sessions hold more than the
 // budget of memory (oldest first): running sessions are bounded by the
@@ -364,7 +365,15 @@ func (r *streams) finish(ss *session) {
 	ss.elem = r.finished.PushBack(ss)
 	r.finishedBytes += ss.bytes
 	for r.finishedBytes > r.budget && r.finished.Len() > 0 {
-		r.drop(r.finished.Front().Value.(*session))
+		old := r.finished.Front().Value.(*session)
+		r.drop(old)
+		// Its window's timer would hold its log until then.
+		old.mu.Lock()
+		if old.timer != nil {
+			old.timer.Stop()
+			old.timer = nil
+		}
+		old.mu.Unlock()
 	}
 }
 
