@@ -155,29 +155,45 @@ func (wc *wsConn) readLoop(m *Model) bool {
 			wc.reject("", openai.BadRequest("", "binary messages are not understood; send JSON text messages"))
 			continue
 		}
-		var msg wsMessage
-		if err := json.Unmarshal(data, &msg); err != nil {
-			wc.reject("", openai.BadRequest("", "the message is not a JSON object of this API: %v", err))
+		msg, err := parseWSMessage(data)
+		if err != nil {
+			wc.reject(msg.ID, err)
 			continue
 		}
 		wc.handle(m, &msg)
 	}
 }
 
-// handle acts on one message.
-func (wc *wsConn) handle(m *Model, msg *wsMessage) {
-	s := wc.s
+// parseWSMessage decodes a client's message and checks its type and id.
+// Its errors are 400 *openai.Errors; the message returned with one carries
+// the id to answer under, if the message had a usable one.
+func parseWSMessage(data []byte) (wsMessage, error) {
+	var msg wsMessage
+	if err := json.Unmarshal(data, &msg); err != nil {
+		return wsMessage{}, openai.BadRequest("", "the message is not a JSON object of this API: %v", err)
+	}
 	switch msg.Type {
 	case "ping":
-		wc.send(append([]byte(nil), `{"type":"pong"}`...))
-		return
+		return msg, nil
 	case "chat", "completion", "cancel", "resume":
 	default:
-		wc.reject(msg.ID, openai.BadRequest("type", "message type %q is not one of chat, completion, cancel, resume, ping", msg.Type))
-		return
+		if len(msg.ID) > maxClientID {
+			msg.ID = ""
+		}
+		return msg, openai.BadRequest("type", "message type %q is not one of chat, completion, cancel, resume, ping", msg.Type)
 	}
 	if msg.ID == "" || len(msg.ID) > maxClientID {
-		wc.reject("", openai.BadRequest("id", "a %s message needs an id: a string of 1 to %d bytes that names the generation on this socket", msg.Type, maxClientID))
+		msg.ID = ""
+		return msg, openai.BadRequest("id", "a %s message needs an id: a string of 1 to %d bytes that names the generation on this socket", msg.Type, maxClientID)
+	}
+	return msg, nil
+}
+
+// handle acts on one message that parseWSMessage accepted.
+func (wc *wsConn) handle(m *Model, msg *wsMessage) {
+	s := wc.s
+	if msg.Type == "ping" {
+		wc.send(append([]byte(nil), `{"type":"pong"}`...))
 		return
 	}
 	if msg.Type == "cancel" {

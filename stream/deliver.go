@@ -58,19 +58,20 @@ func (l *Log) Deliver(ctx context.Context, after uint64, o Options, sink Sink) (
 		// restarts the schedule instead of being followed by a burst.
 		starved = true
 		timer   = time.NewTimer(time.Hour)
+		wake    = make(chan struct{}, 1) // signaled by the log's next append
 	)
 	timer.Stop()
 	defer timer.Stop()
 	for {
 		var (
-			more <-chan struct{}
+			more bool
 			err  error
 		)
-		buf, more, err = l.Read(buf[:0], after, batch)
+		buf, more, err = l.Read(buf[:0], after, batch, wake)
 		if err != nil {
 			return after, err
 		}
-		if len(buf) == 0 && more == nil {
+		if len(buf) == 0 && !more {
 			return after, nil // the Done entry was delivered before
 		}
 		now := time.Now()
@@ -114,14 +115,14 @@ func (l *Log) Deliver(ctx context.Context, after uint64, o Options, sink Sink) (
 			if buf[n-1].Kind == Done {
 				return after, nil
 			}
-			if next.IsZero() && more == nil {
+			if next.IsZero() && len(buf) == batch {
 				continue // a full batch: read on at once
 			}
 		}
 		// Wait: for the held entries' time, or for more entries.
-		var wake <-chan struct{}
+		var woken <-chan struct{}
 		if next.IsZero() {
-			wake, starved = more, true
+			woken, starved = wake, true
 		}
 		deadline := next
 		if o.KeepAlive > 0 {
@@ -137,7 +138,7 @@ func (l *Log) Deliver(ctx context.Context, after uint64, o Options, sink Sink) (
 		select {
 		case <-ctx.Done():
 			return after, ctx.Err()
-		case <-wake:
+		case <-woken:
 		case <-tick:
 		}
 		timer.Stop()

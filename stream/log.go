@@ -16,6 +16,7 @@ package stream
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"unsafe"
 
@@ -97,10 +98,10 @@ type Log struct {
 	entries []Entry // entries[i].Seq == i+1
 	done    bool    // the Done entry was appended
 	bytes   int64
-	// changed, when not nil, is closed by the next Append: the channel a
-	// reader that has read everything waits on. It is made only when a
-	// reader asks, so appends cost no allocation while nobody waits.
-	changed chan struct{}
+	// waiters are the channels of readers that have read everything,
+	// signaled (without blocking) by the next Append. Readers own them and
+	// reuse them, so waiting allocates nothing.
+	waiters []chan<- struct{}
 }
 
 // Append numbers entries (their Seq is overwritten) and adds them, waking
@@ -120,10 +121,14 @@ func (l *Log) Append(es ...Entry) int64 {
 			l.done = true
 		}
 	}
-	if l.changed != nil {
-		close(l.changed)
-		l.changed = nil
+	for i, w := range l.waiters {
+		select {
+		case w <- struct{}{}:
+		default: // already signaled
+		}
+		l.waiters[i] = nil
 	}
+	l.waiters = l.waiters[:0]
 	return l.bytes
 }
 
@@ -153,27 +158,30 @@ func (l *Log) Bytes() int64 {
 var ErrAhead = fmt.Errorf("stream: position past the end of the log")
 
 // Read appends to dst the entries after Seq after, at most max of them
-// (max <= 0: all). When it has returned every entry there is and the log
-// is not done, more is a channel that is closed as soon as there are more;
-// otherwise more is nil.
-func (l *Log) Read(dst []Entry, after uint64, max int) (out []Entry, more <-chan struct{}, err error) {
+// (max <= 0: all). more reports whether entries may follow those returned:
+// the log is not done, or max cut the batch short. When it returned every
+// entry there is and the log is not done, Read registers wake (if not
+// nil), a channel with a buffer of one, for the next Append to signal;
+// the reader then waits on it and reads again. A signal may be stale (an
+// append the reader has already read): reading again is always right.
+func (l *Log) Read(dst []Entry, after uint64, max int, wake chan<- struct{}) (out []Entry, more bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if after > uint64(len(l.entries)) {
-		return dst, nil, fmt.Errorf("%w: entry %d asked for, the log has %d", ErrAhead, after, len(l.entries))
+		return dst, false, fmt.Errorf("%w: entry %d asked for, the log has %d", ErrAhead, after, len(l.entries))
 	}
 	rest := l.entries[after:]
 	if max > 0 && len(rest) > max {
-		return append(dst, rest[:max]...), nil, nil
+		return append(dst, rest[:max]...), true, nil
 	}
 	dst = append(dst, rest...)
-	if !l.done {
-		if l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		more = l.changed
+	if l.done {
+		return dst, false, nil
 	}
-	return dst, more, nil
+	if wake != nil && !slices.Contains(l.waiters, wake) {
+		l.waiters = append(l.waiters, wake)
+	}
+	return dst, true, nil
 }
 
 // Range calls fn with every entry up to and including Seq upTo, in order,

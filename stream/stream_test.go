@@ -326,27 +326,44 @@ func TestLogRead(t *testing.T) {
 	for i := range 5 {
 		l.Append(tok(i))
 	}
-	got, more, err := l.Read(nil, 1, 2)
-	if err != nil || len(got) != 2 || got[0].Seq != 2 || more != nil {
+	wake := make(chan struct{}, 1)
+	got, more, err := l.Read(nil, 1, 2, wake)
+	if err != nil || len(got) != 2 || got[0].Seq != 2 || !more {
 		t.Fatalf("Read(after 1, max 2) = %v, %v, %v", got, more, err)
 	}
-	got, more, err = l.Read(got[:0], 3, 0)
-	if err != nil || len(got) != 2 || more == nil {
+	select {
+	case <-wake:
+		t.Fatal("wake signaled for a reader that did not read everything")
+	default:
+	}
+	got, more, err = l.Read(got[:0], 3, 0, wake)
+	if err != nil || len(got) != 2 || !more {
 		t.Fatalf("Read(after 3) = %v, %v, %v", got, more, err)
 	}
+	l.Read(got[:0], 3, 0, wake) // registered once, however often it asks
+	if n := len(l.waiters); n != 1 {
+		t.Fatalf("%d waiters, want 1", n)
+	}
 	select {
-	case <-more:
-		t.Fatal("more closed before an append")
+	case <-wake:
+		t.Fatal("wake signaled before an append")
 	default:
 	}
 	l.Append(tok(5))
 	select {
-	case <-more:
+	case <-wake:
 	default:
-		t.Fatal("more not closed by an append")
+		t.Fatal("wake not signaled by an append")
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		got, _, _ = l.Read(got[:0], l.Last(), 0, wake)
+		l.Append(Entry{Kind: Token})
+		<-wake
+	}); allocs > 1 { // the entries' slice grows now and then
+		t.Errorf("a read, an append and a wake-up allocate %v times; want none", allocs)
 	}
 	finish(&l)
-	if _, more, _ := l.Read(nil, l.Last(), 0); more != nil {
+	if _, more, _ := l.Read(nil, l.Last(), 0, wake); more {
 		t.Error("a done log still offers more")
 	}
 	var seqs []uint64
