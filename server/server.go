@@ -117,7 +117,8 @@ type Config struct {
 	// KeepAlive is how long a stream may be silent before the server
 	// sends a keepalive (an SSE comment), so that proxies and clients do
 	// not time out while a request waits in the queue, during a long
-	// prefill, or between paced tokens. 0 means 15 s; negative: never.
+	// prefill, or between paced tokens; WebSockets are pinged this often,
+	// and cut when no pong comes back. 0 means 15 s; negative: never.
 	KeepAlive time.Duration
 }
 

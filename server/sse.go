@@ -39,8 +39,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, ss *session, a
 	d := ss.j.opts.Delivery
 	_, err := ss.log.Deliver(ctx, after, stream.Options{Rate: d.Pace, MinInterval: d.MinInterval, KeepAlive: s.cfg.KeepAlive}, k)
 	release(err == nil)
-	if err != nil {
-		recordStatus(w, openai.StatusClientClosed)
+	if err != nil { // the client went away, or another connection took over
 		s.log.Debug("stream delivery ended", "stream", ss.id, "err", err, "resumable", ss.resumable)
 	}
 }
