@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,9 @@ type fixtureOptions struct {
 	apiKey             string
 	chatTemplate       string
 	delay              time.Duration
+	resumeWindow       time.Duration // Config.ResumeWindow (0: the default)
+	keepAlive          time.Duration // Config.KeepAlive (0: the default)
+	resumeMemory       int64         // Config.ResumeMemory (0: the default)
 }
 
 // fixture is a server on 127.0.0.1 serving the test model.
@@ -130,7 +134,7 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(Config{APIKey: o.apiKey, Registry: metrics.NewRegistry()})
+	srv := New(Config{APIKey: o.apiKey, Registry: metrics.NewRegistry(), ResumeWindow: o.resumeWindow, KeepAlive: o.keepAlive, ResumeMemory: o.resumeMemory})
 	srv.SetModel(&Model{Engine: eng, Tokenizer: tok, Template: tmpl, ID: "stories260K", Aliases: []string{"stories"}})
 	ts := httptest.NewServer(srv)
 	fx.closers = append(fx.closers, ts.Close, eng.Close, tm.release)
@@ -192,35 +196,121 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// sseReader reads server-sent events strictly: every event is one
-// "data: …" line followed by a blank line.
+// sseReader reads server-sent events strictly, as the server writes them:
+// every event is an "id: STREAM:SEQ" line, one "data: …" line and a blank
+// line, with sequence numbers that only grow; keepalives are ": keepalive"
+// comment lines, each followed by a blank line.
 type sseReader struct {
-	t  testing.TB
-	br *bufio.Reader
+	t          testing.TB
+	br         *bufio.Reader
+	lastID     string // the id of the last event read
+	lastSeq    uint64
+	keepalives int  // keepalive comments read
+	noIDs      bool // events carry no id line (TGI's stream)
 }
 
 func newSSEReader(t testing.TB, r io.Reader) *sseReader {
 	return &sseReader{t: t, br: bufio.NewReader(r)}
 }
 
-// next returns the next event's data, or io.EOF at the end of the body.
-func (r *sseReader) next() (string, error) {
+// newTGIReader reads TGI's stream, whose events have no ids.
+func newTGIReader(t testing.TB, r io.Reader) *sseReader {
+	return &sseReader{t: t, br: bufio.NewReader(r), noIDs: true}
+}
+
+var eventIDPattern = regexp.MustCompile(`^(chatcmpl|cmpl)-[0-9a-f]{24}:([0-9]+)$`)
+
+// line reads one line; io.EOF only at a clean end between events.
+func (r *sseReader) line() (string, error) {
 	line, err := r.br.ReadString('\n')
 	if err != nil {
 		if err == io.EOF && line == "" {
 			return "", io.EOF
 		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return "", err
 	}
-	data, ok := strings.CutPrefix(line, "data: ")
-	if !ok {
-		r.t.Fatalf("SSE line %q does not start with \"data: \"", line)
+	return strings.TrimSuffix(line, "\n"), nil
+}
+
+// blank reads the blank line that ends an event.
+func (r *sseReader) blank(after string) error {
+	b, err := r.line()
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
-	blank, err := r.br.ReadString('\n')
-	if err != nil || blank != "\n" {
-		r.t.Fatalf("SSE event %q not followed by a blank line (%q, %v)", line, blank, err)
+	if err != nil {
+		return err
 	}
-	return strings.TrimSuffix(data, "\n"), nil
+	if b != "" {
+		r.t.Fatalf("SSE %q not followed by a blank line (%q)", after, b)
+	}
+	return nil
+}
+
+// event returns the next event's id and data, or io.EOF at the end of the
+// body. A body cut inside an event gives io.ErrUnexpectedEOF (or the read
+// error): that event is incomplete.
+func (r *sseReader) event() (id, data string, err error) {
+	for {
+		line, err := r.line()
+		if err != nil {
+			return "", "", err
+		}
+		if line == ": keepalive" {
+			if err := r.blank(line); err != nil {
+				return "", "", err
+			}
+			r.keepalives++
+			continue
+		}
+		if r.noIDs {
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				r.t.Fatalf("SSE line %q does not start with \"data: \"", line)
+			}
+			if err := r.blank(line); err != nil {
+				return "", "", err
+			}
+			return "", data, nil
+		}
+		id, ok := strings.CutPrefix(line, "id: ")
+		if !ok {
+			r.t.Fatalf("SSE line %q: want an id line or a keepalive", line)
+		}
+		m := eventIDPattern.FindStringSubmatch(id)
+		if m == nil {
+			r.t.Fatalf("SSE event id %q is not STREAM:SEQ", id)
+		}
+		seq, _ := strconv.ParseUint(m[2], 10, 64)
+		line, err = r.line()
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return "", "", err
+		}
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			r.t.Fatalf("SSE line %q after an id does not start with \"data: \"", line)
+		}
+		if err := r.blank(line); err != nil {
+			return "", "", err
+		}
+		if seq <= r.lastSeq {
+			r.t.Fatalf("SSE event id %q after %q: sequence numbers must grow", id, r.lastID)
+		}
+		r.lastID, r.lastSeq = id, seq
+		return id, data, nil
+	}
+}
+
+// next returns the next event's data, or io.EOF at the end of the body.
+func (r *sseReader) next() (string, error) {
+	_, data, err := r.event()
+	return data, err
 }
 
 // all returns every event's data until the end of the body.
@@ -364,11 +454,13 @@ func jsonString(s string) string {
 
 var (
 	idPattern      = regexp.MustCompile(`"id":"(chatcmpl|cmpl)-[0-9a-f]+"`)
+	eventIDPrefix  = regexp.MustCompile(`(?m)^id: (chatcmpl|cmpl)-[0-9a-f]+:`)
 	createdPattern = regexp.MustCompile(`"created":[0-9]+`)
 )
 
 // normalize replaces the parts of a response that change from run to run.
 func normalize(b []byte) []byte {
 	b = idPattern.ReplaceAll(b, []byte(`"id":"${1}-ID"`))
+	b = eventIDPrefix.ReplaceAll(b, []byte(`id: ${1}-ID:`))
 	return createdPattern.ReplaceAll(b, []byte(`"created":0`))
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/spigot-llm/spigot/api/openai"
@@ -79,5 +81,67 @@ func FuzzCompletionRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		j, err := prepareCompletion(fx.srv.model.Load(), body)
 		checkPrepared(t, fx, j, err)
+	})
+}
+
+// FuzzEventID feeds arbitrary Last-Event-ID values to the parser: nothing
+// may panic; an accepted id is STREAM:SEQ and prints back as itself (up to
+// the sequence number's spelling); a refused one is a 400 about the header.
+func FuzzEventID(f *testing.F) {
+	for _, s := range []string{"chatcmpl-0123456789abcdef01234567:17", "cmpl-x:0", ":5", "a:", "a:b:3", "a:-1", "a:18446744073709551616", "", "\x00:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		id, seq, err := parseEventID(v)
+		if err != nil {
+			var e *openai.Error
+			if !errors.As(err, &e) || e.Status != 400 || e.Param != "Last-Event-ID" {
+				t.Fatalf("parseEventID(%q) error %#v, want a 400 about Last-Event-ID", v, err)
+			}
+			return
+		}
+		if id == "" || !strings.HasPrefix(v, id+":") {
+			t.Fatalf("parseEventID(%q) = %q, %d", v, id, seq)
+		}
+		if id2, seq2, err := parseEventID(id + ":" + strconv.FormatUint(seq, 10)); err != nil || id2 != id || seq2 != seq {
+			t.Fatalf("parseEventID(%q) = %q, %d, which prints as an id that parses to %q, %d, %v", v, id, seq, id2, seq2, err)
+		}
+	})
+}
+
+// FuzzWSMessage feeds arbitrary WebSocket messages to their parser:
+// nothing may panic; a message is accepted with a known type and (but for
+// ping) an id of 1 to 256 bytes, or refused with a 400 whose id, if any,
+// is a usable one.
+func FuzzWSMessage(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"chat","id":"a","request":{"messages":[{"role":"user","content":"hi"}]}}`,
+		`{"type":"completion","id":"b","request":{"prompt":"x"}}`,
+		`{"type":"cancel","id":"a"}`, `{"type":"resume","id":"c","stream":"chatcmpl-1","after":3}`,
+		`{"type":"ping"}`, `{"type":"nope","id":"x"}`, `{"type":"chat"}`, `{"id":7}`, `not json`, `[]`, `{"after":-1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msg, err := parseWSMessage(data)
+		if len(msg.ID) > maxClientID {
+			t.Fatalf("parseWSMessage(%q) returned an id of %d bytes", data, len(msg.ID))
+		}
+		if err != nil {
+			var e *openai.Error
+			if !errors.As(err, &e) || e.Status != 400 || e.Message == "" {
+				t.Fatalf("parseWSMessage(%q) error %#v, want a 400", data, err)
+			}
+			return
+		}
+		switch msg.Type {
+		case "ping":
+		case "chat", "completion", "cancel", "resume":
+			if msg.ID == "" {
+				t.Fatalf("parseWSMessage(%q) accepted a %s without an id", data, msg.Type)
+			}
+		default:
+			t.Fatalf("parseWSMessage(%q) accepted type %q", data, msg.Type)
+		}
 	})
 }

@@ -31,6 +31,9 @@ type job struct {
 
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request, m *Model) {
 	start := time.Now()
+	if s.resumeHeader(w, r, openai.Completion) {
+		return
+	}
 	body, err := s.readBody(w, r)
 	if err != nil {
 		openai.WriteError(w, err)
@@ -46,6 +49,9 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request, m *Mo
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, m *Model) {
 	start := time.Now()
+	if s.resumeHeader(w, r, openai.Chat) {
+		return
+	}
 	body, err := s.readBody(w, r)
 	if err != nil {
 		openai.WriteError(w, err)
@@ -201,8 +207,19 @@ func newID(kind openai.Kind) string {
 	return fmt.Sprintf("%s%016x%08x", prefix, rand.Uint64(), rand.Uint32())
 }
 
-// generate submits a job's engine requests and answers with their output.
+// generate answers a generation request. A stream becomes a session that
+// SSE delivers; a whole response reads the engine streams itself, and a
+// client that goes away cancels it.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, m *Model, j *job, start time.Time) {
+	if j.opts.Stream {
+		ss, err := s.startSession(r.Context(), m, j, start)
+		if err != nil {
+			openai.WriteError(w, err)
+			return
+		}
+		s.serveSSE(w, r, ss, 0)
+		return
+	}
 	sts := make([]*engine.Stream, 0, len(j.reqs))
 	for _, req := range j.reqs {
 		st, err := m.Engine.Submit(r.Context(), req)
@@ -218,21 +235,16 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, m *Model, j *j
 		sts = append(sts, st)
 	}
 	enc := openai.NewEncoder(openai.EncoderConfig{
-		Kind:         j.kind,
-		ID:           newID(j.kind),
-		Created:      time.Now().Unix(),
-		Model:        m.ID,
-		Choices:      len(sts),
-		Logprobs:     j.opts.Request.Logprobs,
-		IncludeUsage: j.opts.IncludeUsage,
-		Piece:        m.Tokenizer.Piece,
+		Kind:     j.kind,
+		ID:       newID(j.kind),
+		Created:  time.Now().Unix(),
+		Model:    m.ID,
+		Choices:  len(sts),
+		Logprobs: j.opts.Request.Logprobs,
+		Piece:    m.Tokenizer.Piece,
 	})
 	g := &generation{s: s, j: j, sts: sts, enc: enc, start: start, results: make([]engine.Result, len(sts))}
-	if j.opts.Stream {
-		g.stream(w)
-	} else {
-		g.respond(w)
-	}
+	g.respond(w)
 	if g.failure != nil {
 		status := openai.ErrorFor(g.failure).Status
 		recordStatus(w, status)
@@ -249,7 +261,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, m *Model, j *j
 	s.metrics.E2E.Observe(time.Since(start).Seconds())
 }
 
-// generation is one request's output in progress.
+// generation is a whole (non-streamed) response in progress.
 type generation struct {
 	s       *Server
 	j       *job
@@ -261,8 +273,8 @@ type generation struct {
 	failure  error
 	canceled bool
 
-	// Metrics state: when a token was first written, and each choice's
-	// last write of tokens.
+	// Metrics state: when a token was first read, and each choice's
+	// last read of tokens.
 	first time.Time
 	last  []time.Time
 }
@@ -280,12 +292,8 @@ func (g *generation) fail(err error) {
 	}
 }
 
-// observe records the timing metrics of a write carrying tokens[i] tokens
-// of each choice i. A choice's tokens after its first are inter-token
-// latencies: a write's gap since the choice's previous one is shared among
-// the tokens it carries, and tokens that came with the first token count
-// 0 (they reached the client together), so that the latencies of a choice
-// sum to the time from its first token to its last.
+// observe records the timing metrics of tokens[i] tokens of each choice i
+// read at now; see session.delivered, which does the same for streams.
 func (g *generation) observe(now time.Time, tokens []int) {
 	if g.last == nil {
 		g.last = make([]time.Time, len(g.sts))
@@ -319,83 +327,6 @@ func (g *generation) usage() openai.Usage {
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return u
-}
-
-// stream answers with server-sent events: per wakeup, one chunk per event
-// that carries text (or a token, when logprobs are on), all in one Write and
-// one Flush.
-func (g *generation) stream(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	sw := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: g.s.cfg.WriteTimeout, buf: getBuf()}
-	defer sw.done()
-	for i := range g.sts {
-		sw.buf = g.enc.AppendRole(sw.buf, i)
-		if g.j.echo != nil && g.j.echo[i] != "" {
-			sw.buf = g.enc.AppendText(sw.buf, i, g.j.echo[i], nil)
-		}
-	}
-	sw.flush() // the headers (and role chunks) go out before the first token
-	logprobs := g.j.opts.Request.Logprobs
-	tokens := make([]int, len(g.sts))
-	finished := make([]bool, len(g.sts)) // finish_reason already sent with the last text
-	in := newFanIn(g.sts)
-	defer in.close()
-	for left := len(g.sts); left > 0; {
-		clear(tokens)
-		in.next(func(i int, evs []engine.Event, end error) {
-			if g.failure == nil {
-				for k := range evs {
-					ev := &evs[k]
-					if ev.Token >= 0 {
-						tokens[i]++
-					}
-					if ev.Text == "" && (!logprobs || ev.Token < 0) {
-						continue
-					}
-					var lp []engine.Event
-					if ev.Token >= 0 {
-						lp = evs[k : k+1]
-					}
-					sw.buf = g.enc.AppendTextFinish(sw.buf, i, ev.Text, lp, ev.Finish)
-					finished[i] = ev.Finish != ""
-				}
-			}
-			if end == nil {
-				return
-			}
-			left--
-			if end != io.EOF {
-				g.fail(end)
-				return
-			}
-			g.results[i] = g.sts[i].Result()
-			if g.failure == nil && !finished[i] {
-				sw.buf = g.enc.AppendFinish(sw.buf, i, g.results[i].FinishReason)
-			}
-		})
-		if err := sw.flush(); err != nil {
-			// The client is gone, or stopped reading: stop generating for it.
-			g.fail(fmt.Errorf("writing to the client: %v: %w", err, context.Canceled))
-			continue
-		}
-		g.observe(time.Now(), tokens)
-	}
-	if sw.err != nil {
-		return
-	}
-	if g.failure != nil {
-		sw.buf = openai.AppendErrorEvent(sw.buf, openai.ErrorFor(g.failure))
-	} else if g.j.opts.IncludeUsage {
-		sw.buf = g.enc.AppendUsage(sw.buf, g.usage())
-	}
-	sw.buf = openai.AppendDone(sw.buf)
-	if err := sw.flush(); err != nil && g.failure == nil {
-		g.failure = err
-	}
 }
 
 // respond collects every choice and answers with one JSON object.
@@ -449,56 +380,6 @@ func (g *generation) respond(w http.ResponseWriter) {
 	if _, err := w.Write(append(b, '\n')); err != nil {
 		g.failure = err
 	}
-}
-
-// sseWriter writes a stream's buffered events: one Write and one Flush per
-// call to flush, each under a fresh write deadline.
-type sseWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	buf     []byte
-	err     error // the first write error; nothing is written after it
-}
-
-func (sw *sseWriter) flush() error {
-	if sw.err != nil {
-		sw.buf = sw.buf[:0]
-		return sw.err
-	}
-	if sw.timeout > 0 {
-		sw.rc.SetWriteDeadline(time.Now().Add(sw.timeout)) // ErrNotSupported (tests' recorders): no deadline
-	}
-	if len(sw.buf) > 0 {
-		_, sw.err = sw.w.Write(sw.buf)
-		sw.buf = sw.buf[:0]
-	}
-	if sw.err == nil {
-		sw.err = sw.rc.Flush()
-	}
-	return sw.err
-}
-
-// done clears the write deadline, which would otherwise outlive the
-// response on a kept-alive connection, and recycles the buffer.
-func (sw *sseWriter) done() {
-	if sw.timeout > 0 {
-		sw.rc.SetWriteDeadline(time.Time{})
-	}
-	putBuf(sw.buf)
-	sw.buf = nil
-}
-
-// bufPool recycles stream buffers between requests.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
-
-func putBuf(b []byte) {
-	if cap(b) > 1<<20 { // a request with huge chunks: let the memory go
-		return
-	}
-	bufPool.Put(&b)
 }
 
 // canceledCtx is done from the start: Recv with it takes what is pending

@@ -12,6 +12,9 @@
 //	GET  /v1/models/{id}         one model, by id or alias
 //	POST /v1/completions         text completions, streamed (SSE) or not
 //	POST /v1/chat/completions    chat completions, streamed (SSE) or not
+//	GET  /v1/streams/{id}        resume a stream (Last-Event-ID or ?after=SEQ)
+//	POST /v1/streams/{id}/cancel stop a stream's generation
+//	GET  /v1/ws                  WebSocket: several generations per socket (ws.go)
 //	POST /tokenize               text to token ids (llama.cpp / vLLM shapes)
 //	POST /detokenize             token ids to text
 //	POST /generate, /generate_stream, /api/...   TGI and Ollama (see compatRoutes)
@@ -22,21 +25,36 @@
 //
 // # Streaming
 //
-// A request's handler goroutine reads its stream itself: it blocks in
-// [engine.Stream.Recv], which hands over every pending event at once, encodes
-// one chunk per event into a buffer it reuses, and writes the lot with one
-// Write and one Flush. The engine never waits for a reader, so a slow client
-// only lets its own events accumulate. A client that disconnects cancels the
-// request's context, from which the engine request's context derives: the
-// engine drops the sequence and frees its cache blocks at the next step.
-// Requests with several choices (n > 1, or several prompts) submit one engine
-// request per choice and read them through one small goroutine per choice,
-// which wakes the handler; there is no goroutine per token.
+// A streamed request becomes a session (session.go): its engine requests,
+// and a [github.com/spigot-llm/spigot/stream.Log] of its output that one goroutine per request fills from
+// the engine streams whether or not a client reads (several choices add one
+// small goroutine each; there is no goroutine per token). The engine never
+// waits for a reader. A transport delivers the log: the SSE handler
+// (sse.go) reads it with Log.Deliver, which wakes it when entries
+// arrive and hands over everything pending; it encodes one chunk per token
+// into a buffer it reuses and writes the lot with one Write and one Flush.
+// Delivery may be paced and coalesced (stream_options extensions, see
+// [github.com/spigot-llm/spigot/api/openai.Delivery]), and sends SSE keepalive comments when silent for
+// Config.KeepAlive.
+//
+// Every event carries an id, "STREAM:SEQ". A client that loses its
+// connection resumes with GET /v1/streams/{id} (or by re-sending the
+// request) with Last-Event-ID: it gets the events after that one, then the
+// live rest. So a disconnect does not cancel the generation: it runs on,
+// its events kept, for Config.ResumeWindow; if no client comes back by
+// then, it is canceled and its cache blocks freed. Finished streams are
+// kept as long (bytes written are not bytes received), within
+// Config.ResumeMemory. A request with stream_options.cancel_on_disconnect,
+// or a server with resuming off, cancels at once when its client goes
+// away; POST /v1/streams/{id}/cancel stops a stream explicitly. A whole
+// (non-streamed) response is read by its handler directly, and a client
+// that goes away cancels it.
 //
 // Every stream ends with exactly one final chunk per choice (its
-// finish_reason, with an empty delta, as OpenAI sends it) or one error event
-// for the whole request, then data: [DONE]. Errors found before anything was
-// written get an HTTP status instead; [openai.ErrorFor] maps both.
+// finish_reason, on the chunk with the last text or alone with an empty
+// delta, as OpenAI sends it) or one error event for the whole request, then
+// data: [DONE]. Errors found before anything was written get an HTTP status
+// instead; [openai.ErrorFor] maps both.
 package server
 
 import (
@@ -85,6 +103,24 @@ type Config struct {
 	// for the whole response, so long streams live on): a client that
 	// reads nothing for this long loses its request. 0 means 60 s.
 	WriteTimeout time.Duration
+	// ResumeWindow is how long a stream whose client went away keeps
+	// generating, its events kept, waiting for the client to resume it
+	// (GET /v1/streams/{id} with Last-Event-ID); after that it is
+	// canceled. Finished streams are kept as long, for clients cut off
+	// before they read the end. 0 means 60 s; negative turns resuming
+	// off: a client that goes away cancels its stream at once.
+	ResumeWindow time.Duration
+	// ResumeMemory caps the memory that finished streams' events hold
+	// while they wait out their window; beyond it the oldest go first.
+	// 0 means 64 MiB. (Running streams are bounded by the engine's
+	// sequences, queue and context.)
+	ResumeMemory int64
+	// KeepAlive is how long a stream may be silent before the server
+	// sends a keepalive (an SSE comment), so that proxies and clients do
+	// not time out while a request waits in the queue, during a long
+	// prefill, or between paced tokens; WebSockets are pinged this often,
+	// and cut when no pong comes back. 0 means 15 s; negative: never.
+	KeepAlive time.Duration
 }
 
 // Model is the model a Server serves.
@@ -118,6 +154,11 @@ type Server struct {
 
 	model    atomic.Pointer[Model]
 	draining atomic.Bool
+	streams  streams // resumable streams by id
+
+	shutdown     chan struct{} // closed by Shutdown: sockets close once their generations end
+	shutdownOnce sync.Once
+	sockets      sync.WaitGroup // open WebSockets (hijacked: http.Server does not track them)
 
 	mu     sync.Mutex   // guards hs and closed
 	hs     *http.Server // set by Serve
@@ -139,7 +180,17 @@ func New(cfg Config) *Server {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 60 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: cfg.Registry}
+	if cfg.ResumeWindow == 0 {
+		cfg.ResumeWindow = 60 * time.Second
+	}
+	if cfg.ResumeMemory <= 0 {
+		cfg.ResumeMemory = 64 << 20
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 15 * time.Second
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, shutdown: make(chan struct{})}
+	s.streams.budget = cfg.ResumeMemory
 	s.metrics = metrics.New(cfg.Registry)
 	s.routes()
 	return s
@@ -167,6 +218,9 @@ func (s *Server) routes() {
 	mux.Handle("GET /v1/models/{id...}", s.api(s.handleModel))
 	mux.Handle("POST /v1/completions", s.api(s.handleCompletions))
 	mux.Handle("POST /v1/chat/completions", s.api(s.handleChat))
+	mux.Handle("GET /v1/streams/{id}", s.api(s.handleStream))
+	mux.Handle("POST /v1/streams/{id}/cancel", s.api(s.handleCancel))
+	mux.Handle("GET /v1/ws", s.api(s.handleWS))
 	mux.Handle("POST /tokenize", s.api(s.handleTokenize))
 	mux.Handle("POST /detokenize", s.api(s.handleDetokenize))
 	s.compatRoutes(mux) // TGI and Ollama (compat.go)
@@ -175,6 +229,7 @@ func (s *Server) routes() {
 	for path, allow := range map[string]string{
 		"/health": "GET", "/ready": "GET", "/metrics": "GET", "/v1/models": "GET", "/v1/models/": "GET",
 		"/v1/completions": "POST", "/v1/chat/completions": "POST", "/tokenize": "POST", "/detokenize": "POST",
+		"/v1/streams/{id}": "GET", "/v1/streams/{id}/cancel": "POST", "/v1/ws": "GET",
 	} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
@@ -255,7 +310,8 @@ func recordStatus(w http.ResponseWriter, code int) {
 	}
 }
 
-// auth checks the API key, if one is configured.
+// auth checks the API key, if one is configured: the Authorization
+// header, or for a WebSocket handshake a "spigot-key.KEY" subprotocol.
 func (s *Server) auth(h http.Handler) http.Handler {
 	if s.cfg.APIKey == "" {
 		return h
@@ -263,6 +319,9 @@ func (s *Server) auth(h http.Handler) http.Handler {
 	want := []byte("Bearer " + s.cfg.APIKey)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
+		if k := wsKey(r); got == "" && k != "" {
+			got = "Bearer " + k // a browser's WebSocket, which cannot send headers
+		}
 		if got == "" {
 			openai.WriteError(w, openai.Unauthorized(true))
 			return
@@ -405,6 +464,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if m := s.model.Load(); m != nil {
 		err = m.Engine.Shutdown(ctx)
 	}
+	s.streams.close() // every stream has ended: none waits for its client
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+	sockets := make(chan struct{})
+	go func() { s.sockets.Wait(); close(sockets) }()
+	select {
+	case <-sockets: // each sent its generations' last messages and closed
+	case <-time.After(6 * time.Second):
+	}
+
 	s.mu.Lock()
 	hs := s.hs
 	s.closed = true

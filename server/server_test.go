@@ -88,7 +88,7 @@ func TestGoldenSSE(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d: %s", resp.StatusCode, b)
 			}
-			for k, want := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"} {
+			for k, want := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"} {
 				if got := resp.Header.Get(k); got != want {
 					t.Errorf("header %s = %q, want %q", k, got, want)
 				}

@@ -36,7 +36,7 @@ type tgiEvent struct {
 // generated_text, or an error), last.
 func tgiStream(t testing.TB, body []byte) (evs []tgiEvent, text string) {
 	t.Helper()
-	for i, raw := range newSSEReader(t, strings.NewReader(string(body))).all() {
+	for i, raw := range newTGIReader(t, strings.NewReader(string(body))).all() {
 		var ev tgiEvent
 		if err := json.Unmarshal([]byte(raw), &ev); err != nil {
 			t.Fatalf("event %d %s: %v", i, raw, err)
@@ -210,7 +210,7 @@ func TestTGIDisconnect(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := fx.stream(ctx, t, "/generate_stream", `{"inputs":"Once upon a time","parameters":{"max_new_tokens":100}}`)
 	defer resp.Body.Close()
-	r := newSSEReader(t, resp.Body)
+	r := newTGIReader(t, resp.Body)
 	for range 2 {
 		if _, err := r.next(); err != nil {
 			t.Fatal(err)

@@ -33,11 +33,13 @@ var screenshotFile = flag.String("screenshot", "", "also write TestE2E's screens
 const (
 	metricFinished = "spigot_engine_requests_finished_total" // {reason="canceled"} counts canceled requests
 	metricRunning  = "spigot_engine_running_sequences"
+	metricRequests = "spigot_http_requests_total" // {route,code}
 )
 
 // TestE2E runs the chat page in chromium against a real `spigot serve` with
-// a 110M-parameter random-weight model: an answer streams into the page
-// piece by piece, and Stop ends the generation in the server too.
+// a 110M-parameter random-weight model, over server-sent events and then
+// over a WebSocket: an answer streams into the page piece by piece, and
+// Stop ends the generation in the server too.
 func TestE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds spigot and a 120 MB model")
@@ -62,8 +64,33 @@ func TestE2E(t *testing.T) {
 	b.do(t, chromedp.Navigate(base+"/"))
 	b.waitPage(t, 10*time.Second, "the model list", func(p page) bool { return p.Model != "" })
 
+	for i, transport := range []string{"sse", "ws"} {
+		t.Run(transport, func(t *testing.T) {
+			var chats float64 // chat requests over HTTP, which the SSE run made
+			if transport == "ws" {
+				chats = metric(t, base, metricRequests, `route="/v1/chat/completions"`)
+			}
+			e2eTransport(t, b, base, transport, 2*i, i == 0)
+			// Over WebSocket the page must not fall back to HTTP.
+			if transport == "ws" {
+				if after := metric(t, base, metricRequests, `route="/v1/chat/completions"`); after != chats {
+					t.Errorf("the page sent %v chat requests over HTTP in WebSocket mode", after-chats)
+				}
+			}
+		})
+	}
+	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}
+
+// e2eTransport runs the page's checks over one transport ("sse" or "ws"),
+// with answers answers on the page before: an answer of 300 tokens renders
+// as it streams, and Stop ends a long one in the page and in the server.
+// shot also takes the screenshot.
+func e2eTransport(t *testing.T, b *browser, base, transport string, answers int, shot bool) {
+	b.do(t, chromedp.SetValue(chromedp.ID("transport"), transport))
+
 	// 1. An answer of 300 tokens renders as it streams.
-	step = time.Now()
+	step := time.Now()
 	b.do(t,
 		chromedp.SetValue(chromedp.ID("max-tokens"), "300"),
 		chromedp.SendKeys(chromedp.ID("prompt"), "Tell me a long story about a spigot."),
@@ -95,12 +122,12 @@ func TestE2E(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("first answer: %v, %d samples while generating, text lengths %v, then %d bytes; stats: %s, first token %s, %s tokens, finish %s",
-		time.Since(step).Round(time.Millisecond), samples, lengths, len(p.Text), p.TPS, p.TTFT, p.Tokens, p.Finish)
+	t.Logf("%s: first answer: %v, %d samples while generating, text lengths %v, then %d bytes; stats: %s, first token %s, %s tokens, finish %s",
+		transport, time.Since(step).Round(time.Millisecond), samples, lengths, len(p.Text), p.TPS, p.TTFT, p.Tokens, p.Finish)
 	if growths < 2 {
 		t.Errorf("the answer grew %d times while the page said it was generating; want at least 2 (text lengths %v)", growths, lengths)
 	}
-	if p.Status != "Done" || p.Text == "" || len(p.Errors) > 0 {
+	if p.Status != "Done" || p.Text == "" || len(p.Errors) > 0 || p.Answers != answers+1 {
 		t.Fatalf("after the first answer: %+v; want status Done, text, no error", p)
 	}
 	if !regexp.MustCompile(`^\d+\.\d tok/s$`).MatchString(p.TPS) {
@@ -120,24 +147,23 @@ func TestE2E(t *testing.T) {
 	}
 
 	// 2. The page, as it looks after the first answer.
-	shot, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg, err := png.DecodeConfig(bytes.NewReader(shot)); err != nil || cfg.Width < 800 {
-		t.Errorf("screenshot: %dx%d, %v; want a PNG of the window", cfg.Width, cfg.Height, err)
-	}
-	shotPath := filepath.Join(tmp, "page.png")
-	if err := os.WriteFile(shotPath, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if *screenshotFile != "" {
-		if err := os.WriteFile(*screenshotFile, shot, 0o644); err != nil {
+	if shot {
+		shot, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
+		if err != nil {
 			t.Fatal(err)
 		}
-		shotPath = *screenshotFile
+		if cfg, err := png.DecodeConfig(bytes.NewReader(shot)); err != nil || cfg.Width < 800 {
+			t.Errorf("screenshot: %dx%d, %v; want a PNG of the window", cfg.Width, cfg.Height, err)
+		}
+		shotPath := filepath.Join(t.TempDir(), "page.png")
+		if *screenshotFile != "" {
+			shotPath = *screenshotFile
+		}
+		if err := os.WriteFile(shotPath, shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", shotPath)
 	}
-	t.Logf("screenshot: %s", shotPath)
 
 	// 3. Stop ends a 2000-token answer, in the page and in the server.
 	canceledBefore := metric(t, base, metricFinished, `reason="canceled"`)
@@ -147,22 +173,12 @@ func TestE2E(t *testing.T) {
 		chromedp.Click(chromedp.ID("send")),
 	)
 	b.waitPage(t, 20*time.Second, "the second answer to start", func(p page) bool {
-		return p.Answers == 2 && p.State == "generating" && len(p.Text) > 0
+		return p.Answers == answers+2 && p.State == "generating" && len(p.Text) > 0
 	})
 	step = time.Now()
 	b.do(t, chromedp.Click(chromedp.ID("stop")))
 	p = b.waitPage(t, 2*time.Second, "the page to leave the generating state", func(p page) bool { return p.State == "idle" })
 	stopped := p.Text
-	for i := 0; i < 10; i++ { // about a second
-		time.Sleep(100 * time.Millisecond)
-		if q := b.page(t); q.Text != stopped {
-			t.Fatalf("the answer grew after Stop: %d bytes, then %d", len(stopped), len(q.Text))
-		}
-	}
-	if p.Status != "Stopped" || p.Finish != "stopped" || p.SendDisabled || !p.StopDisabled {
-		t.Errorf("after Stop: status %q, finish %q, send disabled %v, stop disabled %v; want Stopped, stopped, false, true",
-			p.Status, p.Finish, p.SendDisabled, p.StopDisabled)
-	}
 	var canceled, running float64
 	deadline = time.Now().Add(10 * time.Second)
 	for {
@@ -175,10 +191,20 @@ func TestE2E(t *testing.T) {
 			t.Fatalf("10s after Stop: %s{reason=\"canceled\"} went from %v to %v, %s is %v; want it up by one and 0 running",
 				metricFinished, canceledBefore, canceled, metricRunning, running)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("stopped after %d bytes; the server counted the cancel (%v → %v) and had 0 running within %v of the click; whole test %v",
-		len(stopped), canceledBefore, canceled, time.Since(step).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	t.Logf("%s: stopped after %d bytes; the server counted the cancel (%v → %v) and had 0 running within %v of the click",
+		transport, len(stopped), canceledBefore, canceled, time.Since(step).Round(time.Millisecond))
+	for i := 0; i < 5; i++ { // half a second
+		time.Sleep(100 * time.Millisecond)
+		if q := b.page(t); q.Text != stopped {
+			t.Fatalf("the answer grew after Stop: %d bytes, then %d", len(stopped), len(q.Text))
+		}
+	}
+	if p.Status != "Stopped" || p.Finish != "stopped" || p.SendDisabled || !p.StopDisabled {
+		t.Errorf("after Stop: status %q, finish %q, send disabled %v, stop disabled %v; want Stopped, stopped, false, true",
+			p.Status, p.Finish, p.SendDisabled, p.StopDisabled)
+	}
 }
 
 // TestE2EAPIKey runs the page against `spigot serve --api-key` with its
@@ -223,6 +249,27 @@ func TestE2EAPIKey(t *testing.T) {
 	p = b.waitPage(t, 30*time.Second, "the answer", func(p page) bool { return p.State == "idle" && p.Status != "Generating…" })
 	if p.Status != "Done" || p.Text == "" || (p.Finish != "length" && p.Finish != "stop") {
 		t.Errorf("with the key: status %q, finish %q, %d bytes of answer; want Done, length or stop, text", p.Status, p.Finish, len(p.Text))
+	}
+
+	// Over a WebSocket, which carries the key as a subprotocol: a wrong
+	// key fails with a message that names it, the right one works.
+	b.do(t,
+		chromedp.SetValue(chromedp.ID("transport"), "ws"),
+		chromedp.SetValue(chromedp.ID("api-key"), "wrong"),
+		chromedp.SendKeys(chromedp.ID("prompt"), "over the socket"),
+		chromedp.Click(chromedp.ID("send")),
+	)
+	p = b.waitPage(t, 10*time.Second, "the refused socket", func(p page) bool { return len(p.Errors) > 1 && p.State == "idle" })
+	if e := p.Errors[len(p.Errors)-1]; !strings.Contains(e, "WebSocket") || !strings.Contains(e, "API key") {
+		t.Errorf("with a wrong key over WebSocket the page says %q; want it to name the WebSocket and the API key", e)
+	}
+	b.do(t,
+		chromedp.SetValue(chromedp.ID("api-key"), "e2e-key"),
+		chromedp.Click(chromedp.ID("send")),
+	)
+	p = b.waitPage(t, 30*time.Second, "the answer over the socket", func(p page) bool { return p.State == "idle" && p.Answers == 2 })
+	if p.Status != "Done" || p.Text == "" {
+		t.Errorf("with the key over WebSocket: status %q, %d bytes of answer; want Done and text", p.Status, len(p.Text))
 	}
 }
 

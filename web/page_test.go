@@ -140,6 +140,8 @@ type fakeAPI struct {
 
 	requests chan chatRequest // each chat request, as received
 	gone     chan string      // a stream whose client went away, by script
+	canceled chan string      // streams canceled with POST /v1/streams/{id}/cancel
+	resumed  chan string      // the Last-Event-ID of each GET /v1/streams/{id}
 }
 
 type chatRequest struct {
@@ -150,7 +152,8 @@ type chatRequest struct {
 const demoModels = `{"object":"list","data":[{"id":"demo-model","object":"model","owned_by":"spigot","description":"demo model with random weights: it produces random text."}]}`
 
 func newFakeAPI(t *testing.T) *fakeAPI {
-	return &fakeAPI{t: t, requests: make(chan chatRequest, 16), gone: make(chan string, 16)}
+	return &fakeAPI{t: t, requests: make(chan chatRequest, 16), gone: make(chan string, 16),
+		canceled: make(chan string, 16), resumed: make(chan string, 16)}
 }
 
 func (f *fakeAPI) authorized(w http.ResponseWriter, r *http.Request) bool {
@@ -176,6 +179,27 @@ func (f *fakeAPI) handler() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/chat/completions", f.chat)
+	mux.HandleFunc("POST /v1/streams/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		if f.authorized(w, r) {
+			f.canceled <- r.PathValue("id")
+			fmt.Fprintf(w, `{"id":%q,"object":"stream.cancel","canceled":true}`, r.PathValue("id"))
+		}
+	})
+	// The rest of the "cut" script's stream, after the events it got.
+	mux.HandleFunc("GET /v1/streams/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if !f.authorized(w, r) {
+			return
+		}
+		f.resumed <- r.Header.Get("Last-Event-ID")
+		if r.PathValue("id") != "chatcmpl-cut" || r.Header.Get("Last-Event-ID") != "chatcmpl-cut:2" {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"error":{"message":"no such stream","type":"invalid_request_error","code":"stream_not_found"}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "id: chatcmpl-cut:3\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" and the rest\"},\"finish_reason\":\"stop\"}]}\n\n"+
+			"id: chatcmpl-cut:4\ndata: [DONE]\n\n")
+	})
 	return mux
 }
 
@@ -249,11 +273,19 @@ func (f *fakeAPI) chat(w http.ResponseWriter, r *http.Request) {
 	case strings.Contains(last, "slow"):
 		// Pieces until the client goes away.
 		for i := 0; i < 500; i++ {
-			if !send(fmt.Sprintf("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tick%d \"}}]}\n\n", i)) {
+			if !send(fmt.Sprintf("id: chatcmpl-slow:%d\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tick%d \"}}]}\n\n", i+1, i)) {
 				break
 			}
 		}
 		waitGone("slow")
+	case strings.Contains(last, "cut"):
+		// Two events, then the connection breaks: the page resumes with
+		// GET /v1/streams/chatcmpl-cut after the second.
+		send("id: chatcmpl-cut:1\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"the start\"}}]}\n\n")
+		send("id: chatcmpl-cut:2\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\", the middle\"}}]}\n\n")
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close() // mid-response, no end chunk: a network failure for the page
+		}
 	default:
 		send("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\n")
 		send("data: [DONE]\n\n")
@@ -401,8 +433,29 @@ func TestPageScripted(t *testing.T) {
 		t.Errorf("localStorage spigot.apiKey = %q, want sekret", key)
 	}
 
-	// Stop: the fetch is aborted, the server sees the client go away, and
-	// the text stops growing.
+	// A connection that breaks mid-answer: the page resumes the stream
+	// after the last event it got, and the answer is whole.
+	b.do(t,
+		chromedp.SendKeys(chromedp.ID("prompt"), "cut me off"),
+		chromedp.Click(chromedp.ID("send")),
+	)
+	f.request(t)
+	p = b.waitPage(t, 5*time.Second, "the resumed answer", func(p page) bool { return p.State == "idle" })
+	select {
+	case id := <-f.resumed:
+		if id != "chatcmpl-cut:2" {
+			t.Errorf("resumed with Last-Event-ID %q, want chatcmpl-cut:2", id)
+		}
+	default:
+		t.Error("the page did not resume the broken stream")
+	}
+	if p.Text != "the start, the middle and the rest" || p.Status != "Done" || p.Finish != "stop" || len(p.Errors) != 2 {
+		t.Errorf("after a broken connection: %+v; want the whole answer, Done, stop, no new error", p)
+	}
+
+	// Stop: the server is asked to cancel the stream, the fetch is
+	// aborted, the server sees the client go away, and the text stops
+	// growing.
 	b.do(t,
 		chromedp.SendKeys(chromedp.ID("prompt"), "go slow"),
 		chromedp.Click(chromedp.ID("send")),
@@ -414,6 +467,14 @@ func TestPageScripted(t *testing.T) {
 	b.do(t, chromedp.Click(chromedp.ID("stop")))
 	p = b.waitPage(t, 2*time.Second, "the page to stop", func(p page) bool { return p.State == "idle" })
 	f.waitGone(t, "slow")
+	select {
+	case id := <-f.canceled:
+		if id != "chatcmpl-slow" {
+			t.Errorf("Stop canceled stream %q, want chatcmpl-slow", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Stop did not cancel the stream on the server (POST /v1/streams/{id}/cancel)")
+	}
 	time.Sleep(200 * time.Millisecond)
 	if q := b.page(t); q.Text != p.Text {
 		t.Errorf("text grew after Stop: %q, then %q", p.Text, q.Text)

@@ -1,8 +1,12 @@
-// Package web is Spigot's chat page: one HTML file, one stylesheet and one
-// script, embedded in the binary with no build step. The page talks to the
-// server's OpenAI-compatible API (GET /v1/models, streaming
-// POST /v1/chat/completions) from the browser, with relative URLs, so it
-// works wherever the server mounts [Handler].
+// Package web is Spigot's chat page: one HTML file, one stylesheet and two
+// scripts, embedded in the binary with no build step. The page talks to the
+// server's API (GET /v1/models, then either streaming
+// POST /v1/chat/completions or the v1/ws WebSocket, as its Transport
+// setting says) from the browser, with relative URLs, so it works wherever
+// the server mounts [Handler]. Over either transport a stream whose
+// connection breaks is resumed where it stopped, and Stop cancels the
+// generation on the server (POST /v1/streams/{id}/cancel, or the socket's
+// cancel message).
 //
 // The page loads nothing from outside the server: no CDN, no web font. The
 // Content-Security-Policy that [Handler] sends makes the browser enforce it.

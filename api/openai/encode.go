@@ -133,17 +133,7 @@ func (e *Encoder) AppendTextFinish(dst []byte, index int, text string, lp []engi
 		dst = appendString(dst, text)
 	}
 	dst = append(dst, `,"logprobs":`...)
-	switch {
-	case !e.cfg.Logprobs || len(lp) == 0 || lp[0].Token < 0:
-		dst = append(dst, "null"...)
-		if e.cfg.Kind == Completion && index < len(e.offsets) {
-			e.offsets[index] += utf8.RuneCountInString(text)
-		}
-	case e.cfg.Kind == Chat:
-		dst = e.appendChatLogprobs(dst, lp)
-	default:
-		dst, e.offsets[index] = e.appendLegacyLogprobs(dst, lp, e.offsets[index])
-	}
+	dst = e.AppendLogprobs(dst, index, text, lp)
 	if reason == "" {
 		dst = append(dst, `,"finish_reason":null`...)
 	} else {
@@ -176,6 +166,31 @@ func (e *Encoder) AppendUsage(dst []byte, u Usage) []byte {
 	dst = appendUsage(dst, u)
 	return append(dst, "}\n\n"...)
 }
+
+// AppendLogprobs appends the logprobs object of a chunk of choice index
+// that carries text released by the tokens in lp, exactly as
+// AppendTextFinish writes it: chat's {"content":[…],"refusal":null}, the
+// completions object (advancing its text offsets), or null (no logprobs
+// asked for, or text without a token: lp nil or lp[0].Token < 0). It lets
+// other encodings of a stream (Spigot's WebSocket messages) carry the same
+// objects as the OpenAI chunks.
+func (e *Encoder) AppendLogprobs(dst []byte, index int, text string, lp []engine.Event) []byte {
+	switch {
+	case !e.cfg.Logprobs || len(lp) == 0 || lp[0].Token < 0:
+		if e.cfg.Kind == Completion && index < len(e.offsets) {
+			e.offsets[index] += utf8.RuneCountInString(text)
+		}
+		return append(dst, "null"...)
+	case e.cfg.Kind == Chat:
+		return e.appendChatLogprobs(dst, lp)
+	}
+	dst, e.offsets[index] = e.appendLegacyLogprobs(dst, lp, e.offsets[index])
+	return dst
+}
+
+// AppendUsageObject appends OpenAI's usage object,
+// {"prompt_tokens","completion_tokens","total_tokens"}.
+func AppendUsageObject(dst []byte, u Usage) []byte { return appendUsage(dst, u) }
 
 // AppendErrorEvent appends an SSE event carrying an error object: how an
 // error is reported once the stream has begun.

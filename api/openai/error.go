@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/spigot-llm/spigot/engine"
 	"github.com/spigot-llm/spigot/engine/sample"
@@ -73,6 +74,18 @@ func MethodNotAllowed(method, path, allow string) *Error {
 func NotFound(path string) *Error {
 	return &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "not_found",
 		Message: fmt.Sprintf("no such route: %s", path)}
+}
+
+// StreamNotFound returns the 404 error for a stream id that is not (or no
+// longer) known: resumable streams are kept for window after their client
+// went away (window <= 0: streams are not kept at all).
+func StreamNotFound(id string, window time.Duration) *Error {
+	why := "streams cannot be resumed on this server (--resume-window 0)"
+	if window > 0 {
+		why = fmt.Sprintf("it never existed, or it ended more than %v after its client went away", window)
+	}
+	return &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "stream_not_found",
+		Message: fmt.Sprintf("no stream %q: %s", id, why)}
 }
 
 // Unavailable returns a 503 server_error (the model is loading, or the

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spigot-llm/spigot/engine"
 )
@@ -54,10 +55,21 @@ type Params struct {
 	User      string             `json:"user"`     // accepted and ignored
 }
 
-// StreamOptions is the stream_options object.
+// StreamOptions is the stream_options object: OpenAI's include_usage, and
+// Spigot's delivery extensions (see [Delivery]), which only streamed
+// responses use.
 type StreamOptions struct {
-	IncludeUsage bool `json:"include_usage"`
+	IncludeUsage        bool     `json:"include_usage"`
+	PaceTokensPerSecond *float64 `json:"pace_tokens_per_second"`
+	MinIntervalMS       *float64 `json:"min_interval_ms"`
+	CancelOnDisconnect  bool     `json:"cancel_on_disconnect"`
 }
+
+// Limits of the delivery extensions.
+const (
+	MaxPace        = 10000  // pace_tokens_per_second
+	MaxMinInterval = 60_000 // min_interval_ms
+)
 
 // CompletionRequest is the body of POST /v1/completions.
 type CompletionRequest struct {
@@ -107,6 +119,25 @@ type Options struct {
 	N            int
 	Stream       bool
 	IncludeUsage bool
+	Delivery     Delivery
+}
+
+// Delivery is how a stream's events are sent, from Spigot's extensions to
+// stream_options. The zero Delivery is OpenAI's behaviour: each token in
+// its own chunk as soon as it exists, and a stream a client disconnected
+// from may be resumed (see the server package).
+type Delivery struct {
+	// Pace is pace_tokens_per_second: tokens are sent evenly spaced at
+	// this rate (all choices together) while generation runs ahead. 0: as
+	// generated.
+	Pace float64
+	// MinInterval is min_interval_ms: chunks carrying tokens are at least
+	// this far apart, each carrying every token generated meanwhile. 0:
+	// one chunk per token.
+	MinInterval time.Duration
+	// CancelOnDisconnect is cancel_on_disconnect: a client that goes away
+	// cancels the generation at once instead of leaving it to be resumed.
+	CancelOnDisconnect bool
 }
 
 // Choice returns the engine request of choice i of a prompt: Request with
@@ -197,8 +228,24 @@ func (p *Params) options(maxTokens *int, maxParam string, defMax int) (Options, 
 		}
 		o.N = *p.N
 	}
-	if p.StreamOptions != nil {
-		o.IncludeUsage = p.StreamOptions.IncludeUsage && p.Stream
+	if so := p.StreamOptions; so != nil {
+		o.IncludeUsage = so.IncludeUsage && p.Stream
+		d := &o.Delivery
+		d.CancelOnDisconnect = so.CancelOnDisconnect
+		if v := so.PaceTokensPerSecond; v != nil {
+			if !(*v >= 0 && *v <= MaxPace) {
+				return o, BadRequest("stream_options.pace_tokens_per_second",
+					"stream_options.pace_tokens_per_second is %g; it must be between 0 (off) and %d tokens per second", *v, MaxPace)
+			}
+			d.Pace = *v
+		}
+		if v := so.MinIntervalMS; v != nil {
+			if !(*v >= 0 && *v <= MaxMinInterval) {
+				return o, BadRequest("stream_options.min_interval_ms",
+					"stream_options.min_interval_ms is %g; it must be between 0 (off) and %d milliseconds", *v, MaxMinInterval)
+			}
+			d.MinInterval = time.Duration(*v * float64(time.Millisecond))
+		}
 	}
 	r := &o.Request
 	r.MaxTokens = defMax

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecodeErrors(t *testing.T) {
@@ -139,5 +140,38 @@ func TestMessageText(t *testing.T) {
 		case err != nil || role != tc.role || text != tc.text:
 			t.Errorf("Text(%s) = %q, %q, %v; want %q, %q", tc.msg.Content, role, text, err, tc.role, tc.text)
 		}
+	}
+}
+
+// TestDeliveryOptions checks Spigot's stream_options extensions: parsed,
+// validated with errors that name the field, and off by default.
+func TestDeliveryOptions(t *testing.T) {
+	msgs := `"messages":[{"role":"user","content":"hi"}],"stream":true`
+	o, err := chatOptions(t, `{`+msgs+`}`)
+	if err != nil || o.Delivery != (Delivery{}) {
+		t.Errorf("defaults: %+v, %v; want the zero Delivery", o.Delivery, err)
+	}
+	o, err = chatOptions(t, `{`+msgs+`,"stream_options":{"include_usage":true,"pace_tokens_per_second":20.5,"min_interval_ms":100,"cancel_on_disconnect":true}}`)
+	want := Delivery{Pace: 20.5, MinInterval: 100 * time.Millisecond, CancelOnDisconnect: true}
+	if err != nil || o.Delivery != want || !o.IncludeUsage {
+		t.Errorf("options: %+v (usage %v), %v; want %+v", o.Delivery, o.IncludeUsage, err, want)
+	}
+	for _, tc := range []struct{ opts, param string }{
+		{`{"pace_tokens_per_second":-1}`, "stream_options.pace_tokens_per_second"},
+		{`{"pace_tokens_per_second":1e9}`, "stream_options.pace_tokens_per_second"},
+		{`{"min_interval_ms":-5}`, "stream_options.min_interval_ms"},
+		{`{"min_interval_ms":600001}`, "stream_options.min_interval_ms"},
+	} {
+		_, err := chatOptions(t, `{`+msgs+`,"stream_options":`+tc.opts+`}`)
+		var e *Error
+		if !errors.As(err, &e) || e.Status != 400 || e.Param != tc.param || !strings.Contains(e.Message, tc.param) {
+			t.Errorf("stream_options %s: %v; want a 400 about %s", tc.opts, err, tc.param)
+		}
+	}
+	var r ChatRequest
+	err = Decode([]byte(`{`+msgs+`,"stream_options":{"pace_tokens_per_second":"fast"}}`), &r)
+	var e *Error
+	if !errors.As(err, &e) || e.Param != "stream_options.pace_tokens_per_second" {
+		t.Errorf("a string pace: %v; want a 400 about stream_options.pace_tokens_per_second", err)
 	}
 }

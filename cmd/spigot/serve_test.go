@@ -136,9 +136,13 @@ func TestServeModelWithKey(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, func() {}, []string{"-m", sharedModel(), "--addr", "127.0.0.1:0", "--api-key", "sk-1", "--parallel", "2",
-			"--chat-template", "chatml", "--max-queue", "4"}, stdio{nil, io.Discard, logs})
+			"--chat-template", "chatml", "--max-queue", "4", "--resume-window", "0"}, stdio{nil, io.Discard, logs})
 	}()
 	url := logs.url(t, done)
+	// --resume-window 0: streams cannot be resumed.
+	if code, body := get(t, url+"/v1/streams/cmpl-1", "Authorization", "Bearer sk-1"); code != 404 || !strings.Contains(body, "--resume-window 0") {
+		t.Errorf("GET /v1/streams/cmpl-1 with resuming off: %d %s", code, body)
+	}
 	if code, _ := get(t, url+"/v1/models"); code != 401 {
 		t.Errorf("/v1/models without the key: %d", code)
 	}

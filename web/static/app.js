@@ -1,6 +1,10 @@
-// The chat page: sends the conversation to POST v1/chat/completions with
-// stream: true, and renders the answer as its pieces arrive. Model output is
-// only ever put in the page as text (Text nodes, textContent), never as HTML.
+// The chat page: sends the conversation to the server and renders the
+// answer as its pieces arrive, over either transport the settings pick:
+// server-sent events (POST v1/chat/completions with stream: true) or a
+// WebSocket (v1/ws). Either way a stream whose connection drops is resumed
+// where it stopped, and Stop cancels the generation on the server. Model
+// output is only ever put in the page as text (Text nodes, textContent),
+// never as HTML.
 
 import { SSEParser, interpret, errorMessage } from './stream.js';
 
@@ -23,6 +27,7 @@ const el = {
   maxTokens: $('max-tokens'),
   seed: $('seed'),
   apiKey: $('api-key'),
+  transport: $('transport'),
   tps: $('tps'),
   ttft: $('ttft'),
   tokens: $('tokens'),
@@ -32,7 +37,7 @@ const el = {
 // The conversation as the API sees it: {role, content} of user and
 // assistant turns. Error notes shown in the page are not part of it.
 const history = [];
-let controller = null; // AbortController of the request in flight
+let current = null; // the generation in flight: { stop(), stopped }
 let models = [];
 
 // unauthorized explains a 401: the server wants a key, or another one.
@@ -47,7 +52,7 @@ function unauthorized(detail) {
 
 const SETTINGS = 'spigot.settings';
 const API_KEY = 'spigot.apiKey';
-const persisted = ['system', 'temperature', 'topP', 'maxTokens', 'seed'];
+const persisted = ['system', 'temperature', 'topP', 'maxTokens', 'seed', 'transport'];
 
 function storageGet(key) {
   try { return localStorage.getItem(key); } catch { return null; }
@@ -276,8 +281,14 @@ function buildRequest() {
 
 class StreamError extends Error {}
 
+// How many times a generation whose connection drops is resumed before
+// the page gives up.
+const RESUMES = 5;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function send() {
-  if (controller) return;
+  if (current) return;
   const text = el.prompt.value;
   if (text.trim() === '') return;
   el.prompt.value = '';
@@ -290,58 +301,33 @@ async function send() {
   const turn = { role: 'assistant', content: '' };
   const stats = new Stats();
   clearStats();
-  controller = new AbortController();
-  const signal = controller.signal;
+  const gen = { stopped: false, stop() { this.stopped = true; } };
+  current = gen;
   setGenerating(true);
   setStatus('Generating…', 'busy');
+
+  // What either transport hands over as the answer streams.
+  const sink = {
+    text(piece) {
+      if (piece === '' || gen.stopped) return;
+      const pinned = nearEnd();
+      answer.node.appendData(piece);
+      turn.content += piece;
+      stats.token();
+      if (pinned) scrollToEnd(true);
+    },
+    finish(reason) { if (reason) stats.finish = reason; },
+    usage(u) { if (u) stats.usage = u; },
+  };
 
   let outcome = 'done';
   let problem = '';
   try {
-    const res = await fetch('v1/chat/completions', {
-      method: 'POST',
-      headers: headers(),
-      body: JSON.stringify(buildRequest()),
-      signal,
-    });
-    if (!res.ok) {
-      const detail = await responseError(res);
-      throw new StreamError(res.status === 401 ? unauthorized(detail) : `${res.status} ${res.statusText}: ${detail}`);
-    }
-    if (!res.body) throw new StreamError('the response has no body');
-    let sawDone = false;
-    await readEvents(res.body, (ev) => {
-      const r = interpret(ev.data);
-      if (r.done) {
-        sawDone = true;
-        return true;
-      }
-      if (r.error !== undefined) throw new StreamError(r.error);
-      if (r.invalid !== undefined) {
-        console.warn('spigot: ignoring an event that is not JSON:', r.invalid);
-        return false;
-      }
-      const c = r.chunk;
-      if (c.usage) stats.usage = c.usage;
-      const choice = Array.isArray(c.choices) ? c.choices[0] : undefined;
-      if (choice) {
-        const piece = choice.delta && typeof choice.delta.content === 'string' ? choice.delta.content : '';
-        if (piece !== '') {
-          const pinned = nearEnd();
-          answer.node.appendData(piece);
-          turn.content += piece;
-          stats.token();
-          if (pinned) scrollToEnd(true);
-        }
-        if (choice.finish_reason) stats.finish = choice.finish_reason;
-      }
-      return false;
-    });
-    if (!sawDone && !stats.finish && !signal.aborted) {
-      throw new StreamError('the connection closed before the answer finished');
-    }
+    if (el.transport.value === 'ws') await generateWS(buildRequest(), sink, gen);
+    else await generateSSE(buildRequest(), sink, gen);
+    if (gen.stopped) throw new StreamError('stopped');
   } catch (e) {
-    if (signal.aborted) {
+    if (gen.stopped) {
       outcome = 'stopped';
       stats.finish = stats.finish || 'stopped';
     } else {
@@ -349,7 +335,7 @@ async function send() {
       problem = e instanceof StreamError ? e.message : 'Request failed: ' + (e && e.message || e);
     }
   } finally {
-    controller = null;
+    current = null;
   }
 
   if (stats.frame) cancelAnimationFrame(stats.frame);
@@ -378,6 +364,83 @@ async function send() {
   el.prompt.focus();
 }
 
+// ---- server-sent events ----
+
+// cancelStream asks the server to stop a stream's generation: closing the
+// connection alone would leave it running, to be resumed.
+function cancelStream(id) {
+  fetch(`v1/streams/${encodeURIComponent(id)}/cancel`, { method: 'POST', headers: headers() })
+    .catch(() => { /* the server cancels it after its resume window anyway */ });
+}
+
+// generateSSE streams a chat request as server-sent events. Each event's
+// id is "STREAM:SEQ": when the connection drops before [DONE], the stream
+// is resumed from the last id with GET v1/streams/STREAM.
+async function generateSSE(req, sink, gen) {
+  const controller = new AbortController();
+  let streamId = '';
+  let lastId = '';
+  gen.stop = () => {
+    gen.stopped = true;
+    if (streamId !== '') cancelStream(streamId);
+    controller.abort();
+  };
+  let res = await fetch('v1/chat/completions', {
+    method: 'POST', headers: headers(), body: JSON.stringify(req), signal: controller.signal,
+  });
+  for (let resumes = 0; ; resumes++) {
+    if (res.status === 204) return; // resumed after the end: nothing more
+    if (!res.ok) {
+      const detail = await responseError(res);
+      throw new StreamError(res.status === 401 ? unauthorized(detail) : `${res.status} ${res.statusText}: ${detail}`);
+    }
+    if (!res.body) throw new StreamError('the response has no body');
+    let sawDone = false;
+    let lost = null;
+    try {
+      await readEvents(res.body, (ev) => {
+        const colon = ev.id.lastIndexOf(':');
+        if (colon > 0) {
+          streamId = ev.id.slice(0, colon);
+          lastId = ev.id;
+        }
+        const r = interpret(ev.data);
+        if (r.done) {
+          sawDone = true;
+          return true;
+        }
+        if (r.error !== undefined) throw new StreamError(r.error);
+        if (r.invalid !== undefined) {
+          console.warn('spigot: ignoring an event that is not JSON:', r.invalid);
+          return false;
+        }
+        const c = r.chunk;
+        if (c.usage) sink.usage(c.usage);
+        const choice = Array.isArray(c.choices) ? c.choices[0] : undefined;
+        if (choice) {
+          sink.text(choice.delta && typeof choice.delta.content === 'string' ? choice.delta.content : '');
+          sink.finish(choice.finish_reason);
+        }
+        return false;
+      });
+    } catch (e) {
+      if (e instanceof StreamError || gen.stopped) throw e;
+      lost = e; // the connection failed mid-stream
+    }
+    if (sawDone || gen.stopped) return;
+    // The connection ended before [DONE]: resume where it stopped.
+    if (streamId === '' || resumes >= RESUMES) {
+      throw new StreamError('the connection closed before the answer finished' + (lost ? ` (${lost.message})` : ''));
+    }
+    setStatus('Reconnecting…', 'busy');
+    await sleep(200 * resumes);
+    res = await fetch(`v1/streams/${encodeURIComponent(streamId)}`, {
+      headers: { ...headers(), 'Last-Event-ID': lastId }, signal: controller.signal,
+    });
+    setStatus('Generating…', 'busy');
+  }
+}
+
 // readEvents reads an event stream to its end, handing each event to
 // onEvent, which returns true when no more events are wanted ([DONE]).
 async function readEvents(body, onEvent) {
@@ -401,6 +464,166 @@ async function readEvents(body, onEvent) {
   }
 }
 
+// ---- WebSocket ----
+
+// Socket is the page's one WebSocket to v1/ws, opened when first needed
+// and again after it closes. Generations on it are told apart by ids; each
+// registers what to do with its messages, and what to do if the socket
+// closes before its end.
+class Socket {
+  constructor() {
+    this.ws = null;
+    this.opening = null;
+    this.gens = new Map(); // id → { message(m), lost() }
+    this.next = 0;
+  }
+
+  url() {
+    const u = new URL('v1/ws', location.href);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    return u.href;
+  }
+
+  // open resolves with an open WebSocket.
+  open() {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) return Promise.resolve(this.ws);
+    if (this.opening) return this.opening;
+    // A browser cannot send an Authorization header on a WebSocket: the
+    // key goes as a subprotocol, which the server never echoes.
+    const protocols = ['spigot.v1'];
+    const key = el.apiKey.value.trim();
+    if (key !== '') protocols.push('spigot-key.' + key);
+    this.opening = new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(this.url(), protocols);
+      } catch (e) {
+        this.opening = null;
+        reject(new StreamError(`cannot open a WebSocket with this API key (${e.message}); use SSE`));
+        return;
+      }
+      let opened = false;
+      ws.onopen = () => {
+        opened = true;
+        this.ws = ws;
+        this.opening = null;
+        resolve(ws);
+      };
+      ws.onmessage = (e) => {
+        let m;
+        try { m = JSON.parse(e.data); } catch { return; }
+        const g = m && this.gens.get(m.id);
+        if (g) g.message(m);
+        else if (m && m.type === 'error') console.warn('spigot: WebSocket error:', m.error);
+      };
+      ws.onclose = () => {
+        if (!opened) {
+          this.opening = null;
+          reject(new StreamError('the WebSocket connection failed' +
+            (key === '' ? ' (does the server need an API key? Enter it under Settings)' : ' (is the API key under Settings right?)')));
+          return;
+        }
+        if (this.ws === ws) this.ws = null;
+        const lost = [...this.gens.values()];
+        this.gens.clear();
+        for (const g of lost) g.lost();
+      };
+    });
+    return this.opening;
+  }
+
+  // start sends msg (with a fresh id) and routes the replies to handler.
+  async start(msg, handler) {
+    const ws = await this.open();
+    const id = 'g' + (++this.next);
+    this.gens.set(id, handler);
+    ws.send(JSON.stringify({ ...msg, id }));
+    return id;
+  }
+
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  forget(id) { this.gens.delete(id); }
+
+  // reset closes the socket (the API key changed).
+  reset() {
+    if (this.ws) this.ws.close(1000, 'settings changed');
+    this.ws = null;
+  }
+}
+
+const socket = new Socket();
+
+// generateWS streams a chat request over the page's WebSocket. If the
+// socket drops before the end, the stream is resumed on a new one after
+// the last seq received. Stop sends cancel: the server stops at once.
+function generateWS(req, sink, gen) {
+  return new Promise((resolve, reject) => {
+    let id = '';
+    let stream = '';
+    let seq = 0;
+    let resumes = 0;
+    let over = false;
+    const end = (err) => {
+      if (over) return;
+      over = true;
+      socket.forget(id);
+      if (err) reject(err); else resolve();
+    };
+    const handler = {
+      message(m) {
+        if (over) return;
+        switch (m.type) {
+          case 'start':
+            stream = m.stream;
+            setStatus('Generating…', 'busy');
+            break;
+          case 'delta':
+            seq = m.seq;
+            if (m.index === 0) sink.text(typeof m.text === 'string' ? m.text : '');
+            break;
+          case 'done':
+            sink.finish(m.finish_reason);
+            sink.usage(m.usage);
+            end();
+            break;
+          case 'error': {
+            const detail = errorMessage(m.error);
+            end(new StreamError(m.status === 401 ? unauthorized(detail) : `${m.status || 'error'}: ${detail}`));
+            break;
+          }
+        }
+      },
+      async lost() {
+        if (over) return;
+        if (stream === '' || resumes >= RESUMES) {
+          end(new StreamError('the WebSocket closed before the answer finished'));
+          return;
+        }
+        resumes++;
+        setStatus('Reconnecting…', 'busy');
+        await sleep(200 * resumes);
+        try {
+          id = await socket.start({ type: 'resume', stream, after: seq }, handler);
+        } catch (e) {
+          end(e);
+        }
+      },
+    };
+    gen.stop = () => {
+      gen.stopped = true;
+      if (id !== '') socket.send({ type: 'cancel', id });
+      end();
+    };
+    socket.start({ type: 'chat', request: req }, handler).then((got) => {
+      id = got;
+      if (gen.stopped) socket.send({ type: 'cancel', id });
+    }, (e) => end(e));
+  });
+}
+
 // responseError reads the message of a failed response: the OpenAI error
 // object if the body is one, else the body's text.
 async function responseError(res) {
@@ -414,11 +637,11 @@ async function responseError(res) {
 }
 
 function stop() {
-  if (controller) controller.abort();
+  if (current) current.stop();
 }
 
 function clearChat() {
-  if (controller) return;
+  if (current) return;
   history.length = 0;
   for (const m of el.messages.querySelectorAll('.msg')) m.remove();
   el.empty.hidden = false;
@@ -458,10 +681,11 @@ el.model.addEventListener('change', () => {
 for (const k of persisted) el[k].addEventListener('input', saveSettings);
 el.apiKey.addEventListener('change', () => {
   storageSet(API_KEY, el.apiKey.value.trim());
+  socket.reset();
   loadModels();
 });
 document.addEventListener('keydown', (e) => {
-  if (e.key === 'Escape' && controller) stop();
+  if (e.key === 'Escape' && current) stop();
 });
 
 // On a narrow screen the settings sit above the chat: start them folded.
