@@ -49,6 +49,9 @@ type Gateway struct {
 	now    func() time.Time
 
 	draining atomic.Bool
+	// onContinue, if set (by tests), is called when a stream is continued
+	// on another upstream, with the request and what was sent so far.
+	onContinue func(r *request, text string, tokens int)
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // health loops
 }

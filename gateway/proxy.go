@@ -214,6 +214,9 @@ func (st *relay) attempt(ctx context.Context, u *Upstream) (string, error) {
 		}
 	}
 	st.cont, st.base, st.extended = st.haveID, st.tokens, st.text.Len() > 0
+	if st.cont && st.g.onContinue != nil {
+		st.g.onContinue(st.req, st.text.String(), st.tokens)
+	}
 	st.upFirst = time.Time{}
 	err = st.pump(src.stream)
 	switch {
