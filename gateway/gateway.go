@@ -52,8 +52,8 @@ type Gateway struct {
 	// onContinue, if set (by tests), is called when a stream is continued
 	// on another upstream, with the request and what was sent so far.
 	onContinue func(r *request, text string, tokens int)
-	stop     context.CancelFunc
-	wg       sync.WaitGroup // health loops
+	stop       context.CancelFunc
+	wg         sync.WaitGroup // health loops
 }
 
 // New returns a Gateway for cfg (as ParseConfig returns it) and starts
