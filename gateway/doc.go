@@ -87,13 +87,21 @@
 // created and model; its chat role chunk is dropped; its usage chunk (with
 // stream_options.include_usage) counts the tokens sent before the cut as
 // completion tokens and not as prompt tokens. So the client sees one
-// stream: nothing lost or repeated, one finish_reason and one [DONE]. With
-// greedy decoding on Spigot upstreams serving the same model, the
-// continued completion equals an undisturbed run whenever the prompt plus
-// the text so far tokenizes to the same tokens as were generated (the
-// tests check this). Spigot's own chat endpoint does not yet honour
-// continue_final_message, so a continued chat on Spigot upstreams starts a
-// new assistant turn after the text so far.
+// stream: nothing lost or repeated, one finish_reason and one [DONE].
+//
+// With greedy decoding on upstreams serving the same model, the continued
+// completion is exactly the greedy continuation of the prompt plus the
+// text so far (the tests check this). That equals an undisturbed run when
+// the text so far tokenizes back to the tokens that were generated, as
+// most text from a model with its own vocabulary does; it is not
+// guaranteed (a model may generate a split its tokenizer would not make,
+// or byte pieces), and the test model's mismatched vocabulary shows it
+// often. Exact continuation needs the upstream to report token ids, so
+// that the gateway can continue from prompt and generated ids; Spigot's
+// stream does not carry them yet. Spigot's chat endpoint does not yet
+// honour continue_final_message either, so a continued chat on Spigot
+// upstreams renders the text so far as a finished assistant turn and
+// opens a new one.
 //
 // Streams with several choices (n > 1, several prompts), token-id prompts,
 // or echo are retried only before their first byte; a cut after it ends
