@@ -441,6 +441,30 @@ func TestChatContinuation(t *testing.T) {
 	if got := gwy.counter(t, "spigot_gateway_failovers_total", "stage", "mid_stream"); got != 1 {
 		t.Errorf("mid-stream failovers = %g, want 1", got)
 	}
+	if got := gwy.counter(t, "spigot_gateway_ttft_overhead_seconds"); got != 1 {
+		t.Errorf("TTFT overhead observed %g times, want once per stream", got)
+	}
+}
+
+// TestCutAfterFinish: a stream cut after its finish_reason but before
+// [DONE] gets [DONE] from the gateway and is not continued.
+func TestCutAfterFinish(t *testing.T) {
+	cut := func(w http.ResponseWriter, r *http.Request, body []byte) {
+		sseChunks(w, false, "cmpl-first", []string{"a", "b"}, "", 0)
+		io.WriteString(w, `data: {"id":"cmpl-first","object":"text_completion","created":10,"model":"m","choices":[{"index":0,"text":"","finish_reason":"stop"}]}`+"\n\n")
+	}
+	a, b := newFake(t, cut), newFake(t, okStream)
+	cfg := fakeConfig(t, KindSpigot, "", nil, a, b)
+	cfg.Upstreams[0].Weight = 1e6
+	gwy := newGW(t, cfg)
+	res := stream(context.Background(), http.DefaultClient, gwy.ts.URL, "/v1/completions",
+		`{"model":"m","prompt":"x","max_tokens":9,"stream":true}`, nil)
+	if err := res.check("ab"); err != nil || res.finishes[0] != "stop" {
+		t.Fatalf("%v, finishes %q", err, res.finishes)
+	}
+	if n := b.posts.Load(); n != 0 {
+		t.Errorf("the other upstream got %d requests, want none", n)
+	}
 }
 
 // TestCutAtLimit: a completion cut once max_tokens tokens were sent is

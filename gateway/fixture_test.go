@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spigot-llm/spigot/bench"
 	"github.com/spigot-llm/spigot/chat"
@@ -180,7 +178,9 @@ func newGW(t testing.TB, cfg *Config) *gw {
 	return &gw{g: g, reg: reg, ts: ts}
 }
 
-// counter returns a counter's or gauge's value from the gateway's registry.
+// counter returns a counter's or gauge's value, or a histogram's sample
+// count, from the gateway's registry, summed over the series that have
+// the given label pairs.
 func (w *gw) counter(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := w.reg.Gather()
@@ -210,6 +210,8 @@ func (w *gw) counter(t testing.TB, name string, labels ...string) float64 {
 				sum += m.Counter.GetValue()
 			case m.Gauge != nil:
 				sum += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.Histogram.GetSampleCount())
 			}
 		}
 	}
@@ -396,6 +398,3 @@ func checkGoroutines(t *testing.T, baseline int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
-var _ = bytes.Equal
-var _ = testutil.ToFloat64

@@ -125,6 +125,12 @@ type relay struct {
 // attempt sends the request to u and relays its answer. It returns the
 // attempt's outcome and, for failed and rejected ones, why.
 func (st *relay) attempt(ctx context.Context, u *Upstream) (string, error) {
+	if st.started && st.finished {
+		// The stream broke after its finish_reason: only [DONE] was
+		// missing (and usage, which is lost with it).
+		st.endLocally("")
+		return outcomeOK, nil
+	}
 	body, left := st.req.body(st.text.String(), st.tokens)
 	if st.started && left == 0 {
 		// The limit was reached as the stream broke: end it here.
