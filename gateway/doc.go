@@ -29,10 +29,12 @@
 // them is healthy, the unhealthy ones are tried anyway rather than
 // refusing outright. Among the candidates:
 //
-//   - Load is the requests the gateway has in flight on an upstream plus
-//     the queue depth a spigot upstream last reported
-//     (spigot_engine_queued_requests on its /metrics, scraped with each
-//     health check), divided by the upstream's weight.
+//   - Load is the requests the gateway has in flight on an upstream or,
+//     when larger, the requests a spigot upstream last reported queued and
+//     running (spigot_engine_queued_requests +
+//     spigot_engine_running_sequences on its /metrics, scraped with each
+//     health check: it counts other gateway replicas' requests too, but is
+//     up to an interval old), divided by the upstream's weight.
 //   - Prefix affinity: the first routing.prefix_bytes bytes of the prompt
 //     (of the messages' JSON, for chat) are hashed, and weighted rendezvous
 //     hashing over the candidates' names picks the prefix's upstream, so

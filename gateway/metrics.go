@@ -25,6 +25,7 @@ const (
 //	spigot_gateway_upstream_healthy{upstream}                 gauge      1 if the upstream takes new requests, else 0
 //	spigot_gateway_upstream_in_flight{upstream}               gauge      requests the gateway has open on the upstream
 //	spigot_gateway_upstream_queued{upstream}                  gauge      queue depth last scraped from a spigot upstream
+//	spigot_gateway_upstream_running{upstream}                 gauge      running sequences last scraped from a spigot upstream
 type gatewayMetrics struct {
 	requests  *prometheus.CounterVec
 	affinity  *prometheus.CounterVec
@@ -60,6 +61,7 @@ var (
 	descHealthy  = prometheus.NewDesc("spigot_gateway_upstream_healthy", "1 if the upstream takes new requests (its active check passed and no failure ejected it), else 0.", []string{"upstream"}, nil)
 	descInFlight = prometheus.NewDesc("spigot_gateway_upstream_in_flight", "Requests the gateway has open on the upstream.", []string{"upstream"}, nil)
 	descQueued   = prometheus.NewDesc("spigot_gateway_upstream_queued", "Queue depth last scraped from a spigot upstream's /metrics (0 for other kinds).", []string{"upstream"}, nil)
+	descRunning  = prometheus.NewDesc("spigot_gateway_upstream_running", "Running sequences last scraped from a spigot upstream's /metrics (0 for other kinds).", []string{"upstream"}, nil)
 )
 
 // upstreamCollector reports the upstreams' state at scrape time.
@@ -69,6 +71,7 @@ func (c upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descHealthy
 	ch <- descInFlight
 	ch <- descQueued
+	ch <- descRunning
 }
 
 func (c upstreamCollector) Collect(ch chan<- prometheus.Metric) {
@@ -81,5 +84,6 @@ func (c upstreamCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, h, u.cfg.Name)
 		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(u.inflight.Load()), u.cfg.Name)
 		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(u.queued.Load()), u.cfg.Name)
+		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(u.running.Load()), u.cfg.Name)
 	}
 }

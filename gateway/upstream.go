@@ -22,7 +22,10 @@ type Upstream struct {
 	models map[string]bool
 
 	inflight atomic.Int64 // requests the gateway has open on it
-	queued   atomic.Int64 // spigot_engine_queued_requests, last scrape (spigot only)
+	// The upstream's own count of its requests, queued and running, at
+	// the last scrape (spigot only): it includes other clients' (other
+	// gateway replicas').
+	queued, running atomic.Int64
 
 	mu          sync.Mutex // guards activeOK, ejectedTill
 	activeOK    bool       // the last active check passed
@@ -49,10 +52,12 @@ func (u *Upstream) Healthy(now time.Time) bool {
 	return u.activeOK && !now.Before(u.ejectedTill)
 }
 
-// load is the upstream's load per unit of weight: requests the gateway
-// has in flight on it plus the queue depth it reported.
+// load is the upstream's load per unit of weight: the requests the
+// gateway has in flight on it, or, when larger, the requests the upstream
+// last reported queued and running (which counts other clients' too but
+// is up to a health interval old).
 func (u *Upstream) load() float64 {
-	return float64(u.inflight.Load()+u.queued.Load()) / u.cfg.Weight
+	return float64(max(u.inflight.Load(), u.queued.Load()+u.running.Load())) / u.cfg.Weight
 }
 
 // eject takes the upstream out of rotation until now+d (passive check).
@@ -88,9 +93,10 @@ func (u *Upstream) check(ctx context.Context, client *http.Client, timeout time.
 	defer cancel()
 	ok := u.get(ctx, client, u.healthPath(), nil) == nil
 	if ok && u.cfg.Kind == KindSpigot {
-		var q int64 = -1
-		if u.get(ctx, client, "/metrics", func(r io.Reader) { q = scrapeQueue(r) }) == nil && q >= 0 {
+		var q, run int64 = -1, -1
+		if u.get(ctx, client, "/metrics", func(r io.Reader) { q, run = scrapeLoad(r) }) == nil && q >= 0 && run >= 0 {
 			u.queued.Store(q)
+			u.running.Store(run)
 		}
 	}
 	return ok
@@ -125,23 +131,29 @@ type statusError struct{ code int }
 
 func (e *statusError) Error() string { return "status " + strconv.Itoa(e.code) }
 
-// scrapeQueue reads Prometheus text exposition and returns the value of
-// spigot_engine_queued_requests (see package metrics), or -1 if absent.
-func scrapeQueue(r io.Reader) int64 {
+// scrapeLoad reads Prometheus text exposition and returns the values of
+// spigot_engine_queued_requests and spigot_engine_running_sequences (see
+// package metrics), each -1 if absent or not a count.
+func scrapeLoad(r io.Reader) (queued, running int64) {
+	queued, running = -1, -1
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	const name = "spigot_engine_queued_requests "
+	value := func(v string) int64 {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(f >= 0 && f <= math.MaxInt32) {
+			return -1
+		}
+		return int64(f)
+	}
 	for sc.Scan() {
 		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, name); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil || f < 0 || f > math.MaxInt32 {
-				return -1
-			}
-			return int64(f)
+		if v, ok := strings.CutPrefix(line, "spigot_engine_queued_requests "); ok {
+			queued = value(v)
+		} else if v, ok := strings.CutPrefix(line, "spigot_engine_running_sequences "); ok {
+			running = value(v)
 		}
 	}
-	return -1
+	return queued, running
 }
 
 // rendezvous returns upstream u's weighted rendezvous (highest random
