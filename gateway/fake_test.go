@@ -617,3 +617,35 @@ func TestOllamaTranslation(t *testing.T) {
 		t.Errorf("Ollama 404: %d %s, want an OpenAI model_not_found error with Ollama's message", code, body)
 	}
 }
+
+// TestClientDisconnect: a client that goes away cancels the upstream
+// request (the upstream sees its context end), the attempt counts as
+// canceled, and the upstream is not ejected.
+func TestClientDisconnect(t *testing.T) {
+	gone := make(chan struct{})
+	a := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		sseChunks(w, false, "cmpl-x", []string{"a"}, "", 0)
+		<-r.Context().Done()
+		close(gone)
+	})
+	gwy := newGW(t, fakeConfig(t, KindSpigot, "", nil, a))
+	ctx, cancel := context.WithCancel(context.Background())
+	res := stream(ctx, http.DefaultClient, gwy.ts.URL, "/v1/completions", `{"model":"m","prompt":"x","stream":true}`, cancel)
+	if res.chunks != 1 {
+		t.Fatalf("%d chunks before the cancel, want 1 (%v)", res.chunks, res.err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not canceled")
+	}
+	waitFor(t, "the attempt to be counted", 5*time.Second, func() bool {
+		return gwy.counter(t, "spigot_gateway_upstream_requests_total", "upstream", "r0", "outcome", outcomeCanceled) == 1
+	})
+	if got := gwy.counter(t, "spigot_gateway_upstream_healthy", "upstream", "r0"); got != 1 {
+		t.Errorf("r0 healthy = %g after a client went away, want 1", got)
+	}
+	if got := gwy.counter(t, "spigot_gateway_upstream_in_flight"); got != 0 {
+		t.Errorf("in flight = %g, want 0", got)
+	}
+}
