@@ -30,6 +30,8 @@ type Config struct {
 	Health HealthConfig `yaml:"health"`
 	// Routing configures upstream selection.
 	Routing RoutingConfig `yaml:"routing"`
+	// Auth lists the client keys and their rate limits (none: open).
+	Auth AuthConfig `yaml:"auth"`
 }
 
 // UpstreamConfig is one upstream server.
@@ -172,6 +174,9 @@ func (c *Config) check() error {
 	}
 	if h.Cooldown == 0 {
 		h.Cooldown = 10 * time.Second
+	}
+	if err := c.Auth.check(); err != nil {
+		return err
 	}
 	r := &c.Routing
 	if r.PrefixBytes == 0 {

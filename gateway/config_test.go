@@ -35,6 +35,9 @@ func TestExampleConfig(t *testing.T) {
 	if got := c.Upstreams[0].Weight; got != 1 {
 		t.Errorf("spigot-0 weight = %g, want the default 1", got)
 	}
+	if len(c.Auth.Keys) != 2 || c.Auth.Keys[0].SHA256 != keyHash("sk-team-a") || c.Auth.Keys[0].Burst != 50 || c.Auth.Keys[1].RequestsPerMinute != 0 {
+		t.Errorf("auth %+v", c.Auth)
+	}
 	if got := c.Upstreams[3].APIKey; got != "secret" {
 		t.Errorf("vllm api key = %q, want it from $VLLM_API_KEY", got)
 	}

@@ -47,6 +47,7 @@ type Gateway struct {
 	m      *gatewayMetrics
 	mux    *http.ServeMux
 	now    func() time.Time
+	keys   map[string]*clientKey // by SHA-256, hex
 
 	draining atomic.Bool
 	// onContinue, if set (by tests), is called when a stream is continued
@@ -82,6 +83,12 @@ func New(cfg *Config, opts Options) *Gateway {
 		client: &http.Client{Transport: opts.Transport}, now: time.Now}
 	for _, uc := range cfg.Upstreams {
 		g.ups = append(g.ups, newUpstream(uc))
+	}
+	if len(cfg.Auth.Keys) > 0 {
+		g.keys = map[string]*clientKey{}
+		for _, k := range cfg.Auth.Keys {
+			g.keys[k.SHA256] = &clientKey{cfg: k}
+		}
 	}
 	g.m = newGatewayMetrics(g.reg, g)
 	g.routes()
@@ -141,10 +148,27 @@ func (g *Gateway) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /ready", g.handleReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /v1/models", g.handleModels)
-	mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) { g.handleGenerate(w, r, openai.Completion) })
-	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) { g.handleGenerate(w, r, openai.Chat) })
+	metricsHandler := promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, false) {
+			metricsHandler.ServeHTTP(w, r)
+		}
+	})
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, false) {
+			g.handleModels(w, r)
+		}
+	})
+	mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, true) {
+			g.handleGenerate(w, r, openai.Completion)
+		}
+	})
+	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, true) {
+			g.handleGenerate(w, r, openai.Chat)
+		}
+	})
 	for path, allow := range map[string]string{"/health": "GET", "/ready": "GET", "/metrics": "GET", "/v1/models": "GET",
 		"/v1/completions": "POST", "/v1/chat/completions": "POST"} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ const (
 //	spigot_gateway_affinity_total{result}                     counter    first choices of requests with a prompt: hit (the prefix's upstream) or miss (load moved it)
 //	spigot_gateway_failovers_total{stage}                     counter    requests moved to another upstream: before_first_token or mid_stream
 //	spigot_gateway_ttft_overhead_seconds                      histogram  the gateway's share of a stream's time to first token
+//	spigot_gateway_rate_limited_total{key}                    counter    requests refused for a client key over its rate limit
 //	spigot_gateway_upstream_healthy{upstream}                 gauge      1 if the upstream takes new requests, else 0
 //	spigot_gateway_upstream_in_flight{upstream}               gauge      requests the gateway has open on the upstream
 //	spigot_gateway_upstream_queued{upstream}                  gauge      queue depth last scraped from a spigot upstream
@@ -31,6 +32,7 @@ type gatewayMetrics struct {
 	affinity  *prometheus.CounterVec
 	failovers *prometheus.CounterVec
 	overhead  prometheus.Histogram
+	limited   *prometheus.CounterVec
 }
 
 func newGatewayMetrics(reg prometheus.Registerer, g *Gateway) *gatewayMetrics {
@@ -53,7 +55,11 @@ func newGatewayMetrics(reg prometheus.Registerer, g *Gateway) *gatewayMetrics {
 			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
 		}),
 	}
-	reg.MustRegister(m.requests, m.affinity, m.failovers, m.overhead, upstreamCollector{g})
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "spigot", Subsystem: "gateway", Name: "rate_limited_total",
+		Help: "Requests refused with 429 because their client key was over its rate limit, by key name.",
+	}, []string{"key"})
+	reg.MustRegister(m.requests, m.affinity, m.failovers, m.overhead, m.limited, upstreamCollector{g})
 	return m
 }
 

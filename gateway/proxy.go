@@ -38,8 +38,10 @@ func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind op
 		openai.WriteError(w, openai.ModelNotFound(req.model))
 		return
 	}
-	st := &relay{g: g, w: w, rc: http.NewResponseController(w), req: req, start: start,
-		auth: r.Header.Get("Authorization")}
+	st := &relay{g: g, w: w, rc: http.NewResponseController(w), req: req, start: start}
+	if len(g.keys) == 0 {
+		st.auth = r.Header.Get("Authorization") // an open gateway passes the client's key on
+	}
 	defer st.close()
 	var tried []*Upstream
 	var last error
