@@ -61,6 +61,16 @@
 // takes it out for health.cooldown. A 429 is retried elsewhere without
 // ejecting.
 //
+// # Client keys
+//
+// With auth.keys configured, every route but /health and /ready needs
+// "Authorization: Bearer KEY" with a listed key; the file holds only each
+// key's SHA-256. Each key may have a rate limit: a token bucket of burst
+// requests refilled at requests_per_minute; a generation request that
+// finds it empty gets a 429 with Retry-After. Clients' keys are never sent
+// upstream. Without keys the gateway is open, and a client's Authorization
+// header goes to upstreams that have no api_key of their own.
+//
 // # Failover
 //
 // A request is tried on at most routing.max_attempts upstreams, never the
