@@ -8,7 +8,8 @@
 // or not), GET /v1/models (the union of the upstreams' configured models),
 // /health (200 while the process serves), /ready (200 while an upstream is
 // healthy and the gateway is not draining), /metrics (Prometheus; see
-// metrics.go for the spigot_gateway_* series).
+// metrics.go for the spigot_gateway_* series), and POST /tokenize and
+// /detokenize, passed to a spigot or openai upstream serving the model.
 //
 // # Wire formats
 //

@@ -649,3 +649,34 @@ func TestClientDisconnect(t *testing.T) {
 		t.Errorf("in flight = %g, want 0", got)
 	}
 }
+
+// TestTokenize: /tokenize goes, as it is, to an upstream that has one
+// (not TGI or Ollama) serving the model, and the answer comes back as it
+// is; a failing upstream is skipped.
+func TestTokenize(t *testing.T) {
+	const answer = `{"tokens":[1,2,3],"count":3,"max_model_len":128}`
+	tgiUp := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) { http.Error(w, "no", 500) })
+	down := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) { http.Error(w, "down", 503) })
+	good := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, answer)
+	})
+	cfg := fakeConfig(t, KindSpigot, "", nil, tgiUp, down, good)
+	cfg.Upstreams[0].Kind = KindTGI
+	gwy := newGW(t, cfg)
+	for range 4 {
+		code, body, _ := post(t, gwy.ts.URL, "/tokenize", `{"model":"m","prompt":"abc"}`)
+		if code != 200 || string(body) != answer {
+			t.Fatalf("/tokenize = %d %s, want 200 %s", code, body, answer)
+		}
+	}
+	if n := tgiUp.posts.Load(); n != 0 {
+		t.Errorf("the TGI upstream got %d /tokenize requests", n)
+	}
+	if got := good.paths[0]; got != "/tokenize" {
+		t.Errorf("upstream path %q", got)
+	}
+	if code, _, _ := post(t, gwy.ts.URL, "/detokenize", `{"model":"nope","tokens":[1]}`); code != 404 {
+		t.Errorf("/detokenize of an unknown model = %d, want 404", code)
+	}
+}

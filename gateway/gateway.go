@@ -169,8 +169,15 @@ func (g *Gateway) routes() {
 			g.handleGenerate(w, r, openai.Chat)
 		}
 	})
+	for _, path := range []string{"/tokenize", "/detokenize"} {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			if g.authenticate(w, r, false) {
+				g.handleTokenize(w, r)
+			}
+		})
+	}
 	for path, allow := range map[string]string{"/health": "GET", "/ready": "GET", "/metrics": "GET", "/v1/models": "GET",
-		"/v1/completions": "POST", "/v1/chat/completions": "POST"} {
+		"/v1/completions": "POST", "/v1/chat/completions": "POST", "/tokenize": "POST", "/detokenize": "POST"} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
 			openai.WriteError(w, openai.MethodNotAllowed(r.Method, r.URL.Path, allow))
