@@ -30,6 +30,7 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 	configPath := fs.String("config", "", "the gateway's YAML configuration: upstreams, health checks, routing (see gateway/example.yaml)")
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long running requests may go on before they are ended")
+	drainDelay := fs.Duration("drain-delay", 0, "on SIGTERM, how long /ready answers 503 while new requests are still served, before the listener closes (let a load balancer notice)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +66,14 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 	}
 	unnotify()
 	g.Drain()
+	if *drainDelay > 0 {
+		log.Info("draining: /ready answers 503; new requests are still served", "for", *drainDelay)
+		select {
+		case <-time.After(*drainDelay):
+		case err := <-served:
+			return err
+		}
+	}
 	log.Info("shutting down: /ready answers 503; running requests may finish", "timeout", *shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()

@@ -36,7 +36,7 @@ func TestGatewayCommand(t *testing.T) {
 	done := make(chan error, 1)
 	glog := newLogWatch()
 	go func() {
-		done <- runGateway(ctx, func() {}, []string{"--config", cfg, "--addr", "127.0.0.1:0"}, stdio{nil, io.Discard, glog}, ready)
+		done <- runGateway(ctx, func() {}, []string{"--config", cfg, "--addr", "127.0.0.1:0", "--drain-delay", "300ms"}, stdio{nil, io.Discard, glog}, ready)
 	}()
 	var addr string
 	select {
@@ -68,6 +68,21 @@ func TestGatewayCommand(t *testing.T) {
 		t.Errorf("/metrics = %d, without the request counted", code)
 	}
 	cancel()
+	// During the drain delay /ready says 503 and requests are still served.
+	waitReady503 := time.Now().Add(5 * time.Second)
+	for {
+		code, _ := get(t, url+"/ready")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(waitReady503) {
+			t.Fatalf("/ready = %d after SIGTERM, want 503", code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _ := get(t, url+"/v1/models"); code != 200 {
+		t.Errorf("/v1/models during the drain delay = %d, want 200", code)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
