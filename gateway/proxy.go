@@ -46,6 +46,9 @@ func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind op
 	var tried []*Upstream
 	var last error
 	for attempt := 0; attempt < g.cfg.Routing.MaxAttempts; attempt++ {
+		if st.complete() {
+			return
+		}
 		u, hit := g.pick(req.model, req.key, req.hasKey, tried)
 		if u == nil {
 			break
@@ -127,18 +130,7 @@ type relay struct {
 // attempt sends the request to u and relays its answer. It returns the
 // attempt's outcome and, for failed and rejected ones, why.
 func (st *relay) attempt(ctx context.Context, u *Upstream) (string, error) {
-	if st.started && st.finished {
-		// The stream broke after its finish_reason: only [DONE] was
-		// missing (and usage, which is lost with it).
-		st.endLocally("")
-		return outcomeOK, nil
-	}
-	body, left := st.req.body(st.text.String(), st.tokens)
-	if st.started && left == 0 {
-		// The limit was reached as the stream broke: end it here.
-		st.endLocally("length")
-		return outcomeOK, nil
-	}
+	body, _ := st.req.body(st.text.String(), st.tokens)
 	u.inflight.Add(1)
 	defer u.inflight.Add(-1)
 	ctx, cancel := context.WithCancel(ctx)
@@ -234,6 +226,25 @@ func (st *relay) attempt(ctx context.Context, u *Upstream) (string, error) {
 		return outcomeCanceled, err
 	}
 	return outcomeFailed, err
+}
+
+// complete ends a broken stream that needs nothing more from an upstream
+// and reports whether it did: one cut after its finish_reason (only
+// [DONE] was missing, and usage, which is lost with it), or one whose
+// token limit was reached (finish_reason length).
+func (st *relay) complete() bool {
+	if !st.started || st.done || !st.req.continuable() {
+		return false
+	}
+	if st.finished {
+		st.endLocally("")
+		return true
+	}
+	if _, left := st.req.body(st.text.String(), st.tokens); left == 0 {
+		st.endLocally("length")
+		return true
+	}
+	return false
 }
 
 // pump relays src's events to the client until [DONE] or an error.
