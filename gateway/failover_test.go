@@ -155,3 +155,40 @@ func TestFailoverMidStream(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	checkGoroutines(t, baseline)
 }
+
+// TestDrainingReplica: once a Spigot replica starts shutting down (its
+// /ready turns 503 while its running streams finish), the gateway sends
+// it no new requests; its running stream still completes.
+func TestDrainingReplica(t *testing.T) {
+	reps := []*replica{newReplica(t, 4), newReplica(t, 4)}
+	gwy := newGW(t, testConfig(t, reps[0].url, reps[1].url))
+	reps[0].model.delay.Store(int64(5 * time.Millisecond))
+	// A long stream straight to replica 0 keeps its shutdown waiting.
+	running := make(chan *streamResult, 1)
+	var chunks atomic.Int64
+	go func() {
+		running <- stream(context.Background(), http.DefaultClient, reps[0].url, "/v1/completions",
+			completionBody("Once upon a time", 100), func() { chunks.Add(1) })
+	}()
+	waitFor(t, "the long stream to start", 10*time.Second, func() bool { return chunks.Load() > 0 })
+	drained := make(chan struct{})
+	go func() { reps[0].drain(30 * time.Second); close(drained) }()
+	waitFor(t, "the gateway to see replica 0 draining", 5*time.Second, func() bool {
+		return gwy.counter(t, "spigot_gateway_upstream_healthy", "upstream", "r0") == 0
+	})
+	before := gwy.counter(t, "spigot_gateway_upstream_requests_total", "upstream", "r0")
+	for i := range 6 {
+		res := stream(context.Background(), http.DefaultClient, gwy.ts.URL, "/v1/completions", completionBody(fmt.Sprintf("Prompt %d:", i), 5), nil)
+		if err := res.check(res.text); err != nil || res.upstream != "r1" {
+			t.Errorf("request %d during the drain: %v, served by %q", i, err, res.upstream)
+		}
+	}
+	if after := gwy.counter(t, "spigot_gateway_upstream_requests_total", "upstream", "r0"); after != before {
+		t.Errorf("the draining replica got %g requests", after-before)
+	}
+	res := <-running
+	if len(res.finishes) != 1 || res.dones != 1 || len(res.errors) != 0 {
+		t.Errorf("the draining replica's own stream: finishes %q, %d [DONE], errors %q", res.finishes, res.dones, res.errors)
+	}
+	<-drained
+}
