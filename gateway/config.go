@@ -79,6 +79,10 @@ type RoutingConfig struct {
 	// MaxAttempts caps the upstreams one request may try, failovers
 	// included. Default 3.
 	MaxAttempts int `yaml:"max_attempts"`
+	// StallTimeout: a stream's upstream that sends nothing (no response
+	// headers, then no event) for this long is treated as cut off, and the
+	// stream fails over. Default 5m (Envoy's stream idle timeout).
+	StallTimeout time.Duration `yaml:"stall_timeout"`
 }
 
 // ParseConfig reads a configuration from YAML, strictly: unknown keys,
@@ -193,6 +197,12 @@ func (c *Config) check() error {
 	}
 	if r.MaxAttempts == 0 {
 		r.MaxAttempts = 3
+	}
+	if r.StallTimeout < 0 {
+		return fmt.Errorf("routing: stall_timeout %v is negative", r.StallTimeout)
+	}
+	if r.StallTimeout == 0 {
+		r.StallTimeout = 5 * time.Minute
 	}
 	return nil
 }

@@ -77,8 +77,9 @@
 // A request is tried on at most routing.max_attempts upstreams, never the
 // same one twice. Before anything was sent to the client, a failure is
 // simply retried on the next upstream the policy picks. Once a stream has
-// begun, a cut (the connection ends without data: [DONE], or a
-// server_error event arrives) is continued on another upstream:
+// begun, a cut (the connection ends without data: [DONE], a server_error
+// event arrives, or the upstream sends nothing for routing.stall_timeout)
+// is continued on another upstream:
 //
 //   - completions: the prompt becomes the prompt plus the text sent so
 //     far, and max_tokens (16 if absent, as OpenAI's default) is reduced by

@@ -680,3 +680,36 @@ func TestTokenize(t *testing.T) {
 		t.Errorf("/detokenize of an unknown model = %d, want 404", code)
 	}
 }
+
+// TestStall: an upstream that stops sending mid-stream, without closing
+// the connection, is given up on after the stall timeout and the stream
+// continues on another.
+func TestStall(t *testing.T) {
+	release := make(chan struct{})
+	stuck := func(w http.ResponseWriter, r *http.Request, body []byte) {
+		sseChunks(w, false, "cmpl-first", []string{"a"}, "", 0)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+	a, b := newFake(t, stuck), newFake(t, okStream)
+	defer close(release)
+	cfg := fakeConfig(t, KindSpigot, "routing: {stall_timeout: 200ms}\n", nil, a, b)
+	cfg.Upstreams[0].Weight = 1e6
+	gwy := newGW(t, cfg)
+	start := time.Now()
+	res := stream(context.Background(), http.DefaultClient, gwy.ts.URL, "/v1/completions", `{"model":"m","prompt":"x","stream":true}`, nil)
+	if err := res.check("aab"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("failed over after %v, before the stall timeout", d)
+	}
+	if got := gwy.counter(t, "spigot_gateway_upstream_requests_total", "upstream", "r0", "outcome", outcomeFailed); got != 1 {
+		t.Errorf("r0 failed = %g, want 1", got)
+	}
+	if !strings.Contains(b.lastBody(), `"prompt":"xa"`) {
+		t.Errorf("continuation %s, want the prompt extended by the text so far", b.lastBody())
+	}
+}

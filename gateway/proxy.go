@@ -98,6 +98,7 @@ type relay struct {
 	req   *request
 	start time.Time
 	auth  string // the client's Authorization, sent to upstreams without a key of their own
+	touch func() // the current attempt got something: its stall timer restarts
 
 	started bool // the response status and headers were sent
 	buf     []byte
@@ -129,17 +130,30 @@ type relay struct {
 
 // attempt sends the request to u and relays its answer. It returns the
 // attempt's outcome and, for failed and rejected ones, why.
-func (st *relay) attempt(ctx context.Context, u *Upstream) (string, error) {
+func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 	body, _ := st.req.body(st.text.String(), st.tokens)
 	u.inflight.Add(1)
 	defer u.inflight.Add(-1)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	// A stream's upstream that sends nothing for StallTimeout (no
+	// headers, no event) is given up on, as one that closed the
+	// connection. (A whole response comes only at the end: no limit.)
+	st.touch = func() {}
+	if st.req.stream {
+		stall := st.g.cfg.Routing.StallTimeout
+		timer := time.AfterFunc(stall, func() { cancel(fmt.Errorf("upstream %s sent nothing for %v", u.cfg.Name, stall)) })
+		defer timer.Stop()
+		st.touch = func() { timer.Reset(stall) }
+	}
 	st.sentAt = st.g.now()
 	resp, src, err := st.g.send(ctx, u, st.req, body, st.auth)
 	if err != nil {
-		if ctx.Err() != nil {
+		if parent.Err() != nil {
 			return outcomeCanceled, err
+		}
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
 		}
 		var te *translateError
 		if errors.As(err, &te) {
@@ -185,8 +199,11 @@ func (st *relay) attempt(ctx context.Context, u *Upstream) (string, error) {
 	if !st.req.stream {
 		b, err := src.whole()
 		if err != nil {
-			if ctx.Err() != nil {
+			if parent.Err() != nil {
 				return outcomeCanceled, err
+			}
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
 			}
 			return outcomeFailed, err
 		}
@@ -222,8 +239,10 @@ func (st *relay) attempt(ctx context.Context, u *Upstream) (string, error) {
 	switch {
 	case err == nil:
 		return outcomeOK, nil
-	case st.werr != nil || ctx.Err() != nil:
+	case st.werr != nil || parent.Err() != nil:
 		return outcomeCanceled, err
+	case ctx.Err() != nil:
+		return outcomeFailed, context.Cause(ctx)
 	}
 	return outcomeFailed, err
 }
@@ -251,6 +270,7 @@ func (st *relay) complete() bool {
 func (st *relay) pump(src source) error {
 	for {
 		raw, data, err := src.next()
+		st.touch()
 		if err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF // no [DONE]
