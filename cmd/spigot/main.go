@@ -3,6 +3,7 @@
 // Usage:
 //
 //	spigot serve    [-m MODEL] [--addr 127.0.0.1:8080] ...
+//	spigot gateway  --config FILE [--addr 127.0.0.1:8080] [--drain-delay D]
 //	spigot bench    --url URL --concurrency N --requests M ...
 //	spigot run      -m MODEL -p PROMPT [-n N] [--temp T] [--seed S] ...
 //	spigot tokenize -m MODEL [--ids] TEXT
@@ -38,6 +39,7 @@ func init() {
 		{"tokenize", "print a text's token ids as a JSON array", tokenizeCmd},
 		{"synth", "write a Llama GGUF file with deterministic random weights", synthCmd},
 		{"quantize", "rewrite a model's weight matrices as llama-quantize does (F16, BF16, Q8_0, Q4_0, Q6_K, Q5_K_M, Q4_K_M, ...)", quantizeCmd},
+		{"gateway", "route the OpenAI API to several upstreams (spigot, vLLM, TGI, Ollama) with health checks and failover", gatewayCmd},
 		{"bench", "load-test an OpenAI-compatible server with streaming requests", benchCmd},
 	}
 }

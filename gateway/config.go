@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Kinds of upstream servers.
+const (
+	KindSpigot = "spigot" // Spigot: OpenAI API, /ready, /metrics with the engine's queue gauges
+	KindOpenAI = "openai" // any OpenAI-compatible server (vLLM, llama.cpp, ...): /health
+	KindTGI    = "tgi"    // Hugging Face TGI: /generate_stream, /health
+	KindOllama = "ollama" // Ollama: /api/generate, /api/chat (NDJSON), /api/version
+)
+
+// Config is the gateway's configuration file (YAML). Unknown keys are
+// errors. See example.yaml.
+type Config struct {
+	// Upstreams are the servers requests are routed to.
+	Upstreams []UpstreamConfig `yaml:"upstreams"`
+	// Health configures the active and passive checks.
+	Health HealthConfig `yaml:"health"`
+	// Routing configures upstream selection.
+	Routing RoutingConfig `yaml:"routing"`
+	// Auth lists the client keys and their rate limits (none: open).
+	Auth AuthConfig `yaml:"auth"`
+}
+
+// UpstreamConfig is one upstream server.
+type UpstreamConfig struct {
+	// Name identifies the upstream in metrics and logs; unique.
+	Name string `yaml:"name"`
+	// Kind is spigot, openai, tgi or ollama: the API the upstream speaks.
+	Kind string `yaml:"kind"`
+	// URL is the base URL, such as http://10.0.0.5:8080 (no /v1).
+	URL string `yaml:"url"`
+	// Models are the model names the upstream serves; requests naming one
+	// of them may go to it.
+	Models []string `yaml:"models"`
+	// APIKey, if set, is sent as "Authorization: Bearer APIKey".
+	APIKey string `yaml:"api_key"`
+	// APIKeyEnv names an environment variable holding the key instead.
+	APIKeyEnv string `yaml:"api_key_env"`
+	// Weight scales the upstream's share: its load is divided by it, and
+	// its rendezvous score favours it in proportion. 0 means 1.
+	Weight float64 `yaml:"weight"`
+}
+
+// HealthConfig configures health checking.
+type HealthConfig struct {
+	// Interval between active checks (GET /ready on spigot, /health on
+	// openai and tgi, /api/version on ollama) and /metrics scrapes of
+	// spigot upstreams. Default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one check. Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Cooldown is how long a request failure (connection error, 5xx,
+	// stream cut) keeps an upstream out of rotation. Default 10s.
+	Cooldown time.Duration `yaml:"cooldown"`
+}
+
+// RoutingConfig configures upstream selection; see the package doc.
+type RoutingConfig struct {
+	// PrefixBytes is how many leading bytes of the prompt (or of the
+	// messages' JSON) make up the affinity key. Default 1024; negative
+	// turns affinity off.
+	PrefixBytes int `yaml:"prefix_bytes"`
+	// AffinityFactor: the affine upstream is kept unless its load exceeds
+	// AffinityFactor × (least load + 1). Default 2.
+	AffinityFactor float64 `yaml:"affinity_factor"`
+	// MaxAttempts caps the upstreams one request may try, failovers
+	// included. Default 3.
+	MaxAttempts int `yaml:"max_attempts"`
+	// StallTimeout: a stream's upstream that sends nothing (no response
+	// headers, then no event) for this long is treated as cut off, and the
+	// stream fails over. Default 5m (Envoy's stream idle timeout).
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+}
+
+// ParseConfig reads a configuration from YAML, strictly: unknown keys,
+// a second document, missing or invalid fields are errors. Defaults are
+// filled in.
+func ParseConfig(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("gateway: config: empty")
+		}
+		return nil, fmt.Errorf("gateway: config: %w", err)
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("gateway: config: more than one YAML document")
+	}
+	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("gateway: config: %w", err)
+	}
+	return &c, nil
+}
+
+// LoadConfig reads and parses a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(data)
+}
+
+// check validates c and fills in defaults.
+func (c *Config) check() error {
+	if len(c.Upstreams) == 0 {
+		return errors.New("no upstreams")
+	}
+	names := map[string]bool{}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		where := fmt.Sprintf("upstreams[%d]", i)
+		if u.Name == "" {
+			return fmt.Errorf("%s: name is required", where)
+		}
+		if names[u.Name] {
+			return fmt.Errorf("%s: name %q is used twice", where, u.Name)
+		}
+		names[u.Name] = true
+		switch u.Kind {
+		case KindSpigot, KindOpenAI, KindTGI, KindOllama:
+		case "":
+			return fmt.Errorf("%s (%s): kind is required (spigot, openai, tgi or ollama)", where, u.Name)
+		default:
+			return fmt.Errorf("%s (%s): kind %q is not one of spigot, openai, tgi, ollama", where, u.Name, u.Kind)
+		}
+		p, err := url.Parse(u.URL)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("%s (%s): url %q is not an http(s) URL", where, u.Name, u.URL)
+		}
+		u.URL = strings.TrimSuffix(u.URL, "/")
+		if len(u.Models) == 0 {
+			return fmt.Errorf("%s (%s): models is required", where, u.Name)
+		}
+		for _, m := range u.Models {
+			if m == "" {
+				return fmt.Errorf("%s (%s): a model name is empty", where, u.Name)
+			}
+		}
+		if u.Weight < 0 {
+			return fmt.Errorf("%s (%s): weight %g is negative", where, u.Name, u.Weight)
+		}
+		if u.Weight == 0 {
+			u.Weight = 1
+		}
+		if u.APIKeyEnv != "" {
+			if u.APIKey != "" {
+				return fmt.Errorf("%s (%s): set api_key or api_key_env, not both", where, u.Name)
+			}
+			u.APIKey = os.Getenv(u.APIKeyEnv)
+		}
+	}
+	h := &c.Health
+	if h.Interval < 0 || h.Timeout < 0 || h.Cooldown < 0 {
+		return errors.New("health: durations must not be negative")
+	}
+	if h.Interval == 0 {
+		h.Interval = 5 * time.Second
+	}
+	if h.Timeout == 0 {
+		h.Timeout = 2 * time.Second
+	}
+	if h.Cooldown == 0 {
+		h.Cooldown = 10 * time.Second
+	}
+	if err := c.Auth.check(); err != nil {
+		return err
+	}
+	r := &c.Routing
+	if r.PrefixBytes == 0 {
+		r.PrefixBytes = 1024
+	}
+	if r.AffinityFactor < 0 {
+		return fmt.Errorf("routing: affinity_factor %g is negative", r.AffinityFactor)
+	}
+	if r.AffinityFactor == 0 {
+		r.AffinityFactor = 2
+	}
+	if r.MaxAttempts < 0 {
+		return fmt.Errorf("routing: max_attempts %d is negative", r.MaxAttempts)
+	}
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = 3
+	}
+	if r.StallTimeout < 0 {
+		return fmt.Errorf("routing: stall_timeout %v is negative", r.StallTimeout)
+	}
+	if r.StallTimeout == 0 {
+		r.StallTimeout = 5 * time.Minute
+	}
+	return nil
+}

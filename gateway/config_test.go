@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfig(t *testing.T) {
+	data, err := os.ReadFile("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VLLM_API_KEY", "secret")
+	c, err := ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Upstreams) != 6 {
+		t.Fatalf("%d upstreams, want 6", len(c.Upstreams))
+	}
+	kinds := map[string]bool{}
+	for _, u := range c.Upstreams {
+		kinds[u.Kind] = true
+	}
+	for _, k := range []string{KindSpigot, KindOpenAI, KindTGI, KindOllama} {
+		if !kinds[k] {
+			t.Errorf("example has no %s upstream", k)
+		}
+	}
+	if got := c.Upstreams[2].Weight; got != 2 {
+		t.Errorf("spigot-2 weight = %g, want 2", got)
+	}
+	if got := c.Upstreams[0].Weight; got != 1 {
+		t.Errorf("spigot-0 weight = %g, want the default 1", got)
+	}
+	if len(c.Auth.Keys) != 2 || c.Auth.Keys[0].SHA256 != keyHash("sk-team-a") || c.Auth.Keys[0].Burst != 50 || c.Auth.Keys[1].RequestsPerMinute != 0 {
+		t.Errorf("auth %+v", c.Auth)
+	}
+	if got := c.Upstreams[3].APIKey; got != "secret" {
+		t.Errorf("vllm api key = %q, want it from $VLLM_API_KEY", got)
+	}
+	if c.Health.Interval != 5*time.Second || c.Health.Cooldown != 10*time.Second || c.Routing.PrefixBytes != 1024 ||
+		c.Routing.AffinityFactor != 2 || c.Routing.MaxAttempts != 3 {
+		t.Errorf("health %+v routing %+v", c.Health, c.Routing)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	c, err := ParseConfig([]byte("upstreams:\n- {name: a, kind: spigot, url: 'http://h:1/', models: [m]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.Upstreams[0]
+	if u.URL != "http://h:1" || u.Weight != 1 {
+		t.Errorf("upstream = %+v, want the URL without its slash and weight 1", u)
+	}
+	if c.Health.Interval != 5*time.Second || c.Health.Timeout != 2*time.Second || c.Routing.MaxAttempts != 3 {
+		t.Errorf("defaults: health %+v routing %+v", c.Health, c.Routing)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	up := "upstreams:\n- {name: a, kind: spigot, url: 'http://h:1', models: [m]}\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"empty", "", "empty"},
+		{"no upstreams", "upstreams: []\n", "no upstreams"},
+		{"unknown top key", up + "listen: x\n", "field listen not found"},
+		{"unknown upstream key", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], wieght: 2}\n", "field wieght not found"},
+		{"unknown health key", up + "health: {intervl: 1s}\n", "field intervl not found"},
+		{"bad kind", "upstreams:\n- {name: a, kind: vllm, url: 'http://h', models: [m]}\n", `kind "vllm"`},
+		{"no kind", "upstreams:\n- {name: a, url: 'http://h', models: [m]}\n", "kind is required"},
+		{"no name", "upstreams:\n- {kind: spigot, url: 'http://h', models: [m]}\n", "name is required"},
+		{"dup name", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m]}\n- {name: a, kind: tgi, url: 'http://g', models: [m]}\n", "used twice"},
+		{"bad url", "upstreams:\n- {name: a, kind: spigot, url: 'h:1', models: [m]}\n", "not an http(s) URL"},
+		{"no models", "upstreams:\n- {name: a, kind: spigot, url: 'http://h'}\n", "models is required"},
+		{"negative weight", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], weight: -1}\n", "negative"},
+		{"bad duration", up + "health: {interval: soon}\n", "time.Duration"},
+		{"negative factor", up + "routing: {affinity_factor: -1}\n", "affinity_factor"},
+		{"two keys", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], api_key: x, api_key_env: Y}\n", "not both"},
+		{"two documents", up + "---\n" + up, "more than one"},
+		{"not a map", "- 1\n", "cannot unmarshal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseConfig = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	if data, err := os.ReadFile("example.yaml"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("upstreams:\n- {name: a, kind: spigot, url: 'http://h:1', models: [m]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data)
+		if err != nil {
+			return
+		}
+		if len(c.Upstreams) == 0 || c.Health.Interval <= 0 || c.Routing.MaxAttempts <= 0 {
+			t.Fatalf("accepted a config without its defaults: %+v", c)
+		}
+		for _, u := range c.Upstreams {
+			if u.Weight <= 0 || len(u.Models) == 0 {
+				t.Fatalf("accepted upstream %+v", u)
+			}
+		}
+	})
+}

@@ -1,0 +1,123 @@
+// Package gateway is `spigot gateway`: an OpenAI-compatible front that
+// routes requests to several upstream servers (Spigot replicas, vLLM or
+// any OpenAI-compatible server, Hugging Face TGI, Ollama), checks their
+// health, and fails over, mid-stream included, without the client seeing
+// a seam.
+//
+// Routes: POST /v1/completions and /v1/chat/completions (streamed with SSE
+// or not), GET /v1/models (the union of the upstreams' configured models),
+// /health (200 while the process serves), /ready (200 while an upstream is
+// healthy and the gateway is not draining), /metrics (Prometheus; see
+// metrics.go for the spigot_gateway_* series), and POST /tokenize and
+// /detokenize, passed to a spigot or openai upstream serving the model.
+//
+// # Wire formats
+//
+// A request goes to spigot and openai upstreams as the client sent it, and
+// their answer comes back byte for byte: each complete server-sent event
+// is written to the client as soon as it is read, and the events read
+// together are flushed together (no re-encoding, no buffering beyond the
+// event being read). TGI and Ollama upstreams get the request in their
+// own API (completions: TGI's /generate_stream, Ollama's /api/generate
+// with raw; chat: Ollama's /api/chat, and TGI's OpenAI-compatible
+// /v1/chat/completions as is, since TGI's native API has no chat), and
+// their answers are translated into OpenAI chunks.
+//
+// # Routing
+//
+// A request may go to the healthy upstreams that list its model (any
+// upstream when it names none; a 404 when none lists it). When none of
+// them is healthy, the unhealthy ones are tried anyway rather than
+// refusing outright. Among the candidates:
+//
+//   - Load is the requests the gateway has in flight on an upstream or,
+//     when larger, the requests a spigot upstream last reported queued and
+//     running (spigot_engine_queued_requests +
+//     spigot_engine_running_sequences on its /metrics, scraped with each
+//     health check: it counts other gateway replicas' requests too, but is
+//     up to an interval old), divided by the upstream's weight.
+//   - Prefix affinity: the first routing.prefix_bytes bytes of the prompt
+//     (of the messages' JSON, for chat) are hashed, and weighted rendezvous
+//     hashing over the candidates' names picks the prefix's upstream, so
+//     that requests sharing a long prefix meet the same prefix cache. The
+//     hash is fixed, so every gateway replica agrees, and an upstream
+//     leaving moves only its own prefixes.
+//   - The prefix's upstream is kept unless its load exceeds
+//     routing.affinity_factor × (the least load + 1); then the least loaded
+//     upstream is taken (ties: the better rendezvous score). With the
+//     default factor 2, an idle pool keeps affinity until the prefix's
+//     upstream has 3 more requests than the least loaded.
+//
+// spigot_gateway_affinity_total{result} counts hit (the prefix's upstream
+// was kept) and miss (load moved the request).
+//
+// # Health
+//
+// Every health.interval the gateway GETs /ready from spigot upstreams
+// (503 while loading and while draining: a replica shutting down gets no
+// new requests), /health from openai and tgi ones and /api/version from
+// Ollama; an upstream whose check fails is out of rotation until one
+// passes. Passively, a request that fails on an upstream (connection
+// error, 5xx, a stream cut short, an error event of type server_error)
+// takes it out for health.cooldown. A 429 is retried elsewhere without
+// ejecting.
+//
+// # Client keys
+//
+// With auth.keys configured, every route but /health and /ready needs
+// "Authorization: Bearer KEY" with a listed key; the file holds only each
+// key's SHA-256. Each key may have a rate limit: a token bucket of burst
+// requests refilled at requests_per_minute; a generation request that
+// finds it empty gets a 429 with Retry-After. Clients' keys are never sent
+// upstream. Without keys the gateway is open, and a client's Authorization
+// header goes to upstreams that have no api_key of their own.
+//
+// # Failover
+//
+// A request is tried on at most routing.max_attempts upstreams, never the
+// same one twice. Before anything was sent to the client, a failure is
+// simply retried on the next upstream the policy picks. Once a stream has
+// begun, a cut (the connection ends without data: [DONE], a server_error
+// event arrives, or the upstream sends nothing for routing.stall_timeout)
+// is continued on another upstream:
+//
+//   - completions: the prompt becomes the prompt plus the text sent so
+//     far, and max_tokens (16 if absent, as OpenAI's default) is reduced by
+//     the tokens sent;
+//   - chat: the messages get a final assistant message holding the text
+//     sent so far, with vLLM's "continue_final_message": true and
+//     "add_generation_prompt": false, so that the template leaves the
+//     assistant turn open and generation continues it (Ollama continues a
+//     final assistant message by itself); max_tokens or
+//     max_completion_tokens is reduced likewise.
+//
+// Tokens sent are counted as the chunks that carried text: Spigot and vLLM
+// send one chunk per token, so the count is exact for them except for
+// tokens that decode to no text (part of a multi-byte character). When the
+// limit is already reached, the gateway ends the stream itself with
+// finish_reason "length".
+//
+// The continuation's chunks are rewritten to the stream's first id,
+// created and model; its chat role chunk is dropped; its usage chunk (with
+// stream_options.include_usage) counts the tokens sent before the cut as
+// completion tokens and not as prompt tokens. So the client sees one
+// stream: nothing lost or repeated, one finish_reason and one [DONE].
+//
+// With greedy decoding on upstreams serving the same model, the continued
+// completion is exactly the greedy continuation of the prompt plus the
+// text so far (the tests check this). That equals an undisturbed run when
+// the text so far tokenizes back to the tokens that were generated, as
+// most text from a model with its own vocabulary does; it is not
+// guaranteed (a model may generate a split its tokenizer would not make,
+// or byte pieces), and the test model's mismatched vocabulary shows it
+// often. Exact continuation needs the upstream to report token ids, so
+// that the gateway can continue from prompt and generated ids; Spigot's
+// stream does not carry them yet. Spigot's chat endpoint does not yet
+// honour continue_final_message either, so a continued chat on Spigot
+// upstreams renders the text so far as a finished assistant turn and
+// opens a new one.
+//
+// Streams with several choices (n > 1, several prompts), token-id prompts,
+// or echo are retried only before their first byte; a cut after it ends
+// them with an error event and [DONE].
+package gateway

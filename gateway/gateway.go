@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/spigot-llm/spigot/api/openai"
+	"github.com/spigot-llm/spigot/metrics"
+)
+
+// Options are what a Gateway needs besides its Config.
+type Options struct {
+	// Registry receives the gateway's metrics and is served at /metrics.
+	// Nil means a new one from [metrics.NewRegistry].
+	Registry *prometheus.Registry
+	// Logger logs routing events. Nil discards them.
+	Logger *slog.Logger
+	// Transport sends requests to upstreams. Nil means a transport with
+	// a 5 s dial timeout, no compression and many idle connections per
+	// host.
+	Transport http.RoundTripper
+	// WriteTimeout bounds each write to a client (a client that reads
+	// nothing for this long loses its request). 0 means 60 s.
+	WriteTimeout time.Duration
+}
+
+// Gateway routes OpenAI API requests to upstream servers. Create it with
+// New; it checks its upstreams' health until Close.
+type Gateway struct {
+	cfg    Config
+	opts   Options
+	log    *slog.Logger
+	ups    []*Upstream
+	client *http.Client
+	reg    *prometheus.Registry
+	m      *gatewayMetrics
+	mux    *http.ServeMux
+	now    func() time.Time
+	keys   map[string]*clientKey // by SHA-256, hex
+
+	draining atomic.Bool
+	// onContinue, if set (by tests), is called when a stream is continued
+	// on another upstream, with the request and what was sent so far.
+	onContinue func(r *request, text string, tokens int)
+	stop       context.CancelFunc
+	wg         sync.WaitGroup // health loops
+}
+
+// New returns a Gateway for cfg (as ParseConfig returns it) and starts
+// its health checks.
+func New(cfg *Config, opts Options) *Gateway {
+	if opts.Registry == nil {
+		opts.Registry = metrics.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 60 * time.Second
+	}
+	if opts.Transport == nil {
+		opts.Transport = &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DisableCompression:  true, // bytes pass through as the upstream sent them
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		}
+	}
+	g := &Gateway{cfg: *cfg, opts: opts, log: opts.Logger, reg: opts.Registry,
+		client: &http.Client{Transport: opts.Transport}, now: time.Now}
+	for _, uc := range cfg.Upstreams {
+		g.ups = append(g.ups, newUpstream(uc))
+	}
+	if len(cfg.Auth.Keys) > 0 {
+		g.keys = map[string]*clientKey{}
+		for _, k := range cfg.Auth.Keys {
+			g.keys[k.SHA256] = &clientKey{cfg: k}
+		}
+	}
+	g.m = newGatewayMetrics(g.reg, g)
+	g.routes()
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stop = cancel
+	for _, u := range g.ups {
+		g.wg.Add(1)
+		go g.healthLoop(ctx, u)
+	}
+	return g
+}
+
+// Close stops the health checks and closes idle upstream connections.
+// Requests in progress go on; stop the HTTP server first.
+func (g *Gateway) Close() {
+	g.stop()
+	g.wg.Wait()
+	g.client.CloseIdleConnections()
+}
+
+// Drain makes /ready answer 503 (a load balancer in front stops sending
+// requests) while requests go on being served.
+func (g *Gateway) Drain() { g.draining.Store(true) }
+
+// Upstreams returns the upstreams, in configuration order.
+func (g *Gateway) Upstreams() []*Upstream { return g.ups }
+
+// healthLoop checks u at once and then every interval until ctx is done.
+func (g *Gateway) healthLoop(ctx context.Context, u *Upstream) {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.Health.Interval)
+	defer t.Stop()
+	for {
+		ok := u.check(ctx, g.client, g.cfg.Health.Timeout)
+		if ctx.Err() != nil {
+			return
+		}
+		u.mu.Lock()
+		was := u.activeOK
+		u.activeOK = ok
+		u.mu.Unlock()
+		if was != ok {
+			g.log.Info("upstream health changed", "upstream", u.cfg.Name, "healthy", ok)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (g *Gateway) routes() {
+	mux := http.NewServeMux()
+	g.mux = mux
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /ready", g.handleReady)
+	metricsHandler := promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, false) {
+			metricsHandler.ServeHTTP(w, r)
+		}
+	})
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, false) {
+			g.handleModels(w, r)
+		}
+	})
+	mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, true) {
+			g.handleGenerate(w, r, openai.Completion)
+		}
+	})
+	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		if g.authenticate(w, r, true) {
+			g.handleGenerate(w, r, openai.Chat)
+		}
+	})
+	for _, path := range []string{"/tokenize", "/detokenize"} {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			if g.authenticate(w, r, false) {
+				g.handleTokenize(w, r)
+			}
+		})
+	}
+	for path, allow := range map[string]string{"/health": "GET", "/ready": "GET", "/metrics": "GET", "/v1/models": "GET",
+		"/v1/completions": "POST", "/v1/chat/completions": "POST", "/tokenize": "POST", "/detokenize": "POST"} {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			openai.WriteError(w, openai.MethodNotAllowed(r.Method, r.URL.Path, allow))
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		openai.WriteError(w, openai.NotFound(r.URL.Path))
+	})
+}
+
+// ServeHTTP serves the gateway's routes.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+// handleReady answers 200 while some upstream is healthy and the gateway
+// is not draining.
+func (g *Gateway) handleReady(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
+		return
+	}
+	now := g.now()
+	n := 0
+	for _, u := range g.ups {
+		if u.Healthy(now) {
+			n++
+		}
+	}
+	if n == 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "no healthy upstream"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "healthy_upstreams": n})
+}
+
+// handleModels lists the union of the upstreams' configured models.
+// owned_by names the upstreams that serve each.
+func (g *Gateway) handleModels(w http.ResponseWriter, r *http.Request) {
+	owners := map[string][]string{}
+	for _, u := range g.ups {
+		for _, m := range u.cfg.Models {
+			owners[m] = append(owners[m], u.cfg.Name)
+		}
+	}
+	ids := make([]string, 0, len(owners))
+	for id := range owners {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	list := openai.ModelList{Object: "list", Data: []openai.Model{}}
+	for _, id := range ids {
+		owned := ""
+		for i, o := range owners[id] {
+			if i > 0 {
+				owned += ","
+			}
+			owned += o
+		}
+		list.Data = append(list.Data, openai.Model{ID: id, Object: "model", OwnedBy: owned})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// serves reports whether some upstream serves model ("" matches any).
+func (g *Gateway) serves(model string) bool {
+	for _, u := range g.ups {
+		if model == "" || u.models[model] {
+			return true
+		}
+	}
+	return false
+}
+
+// pick chooses the upstream for a request's next attempt among those that
+// serve model and were not tried; see the package doc for the policy.
+// hit reports, for a request with an affinity key, whether the key's own
+// upstream was chosen. It returns nil when no upstream is left.
+func (g *Gateway) pick(model string, key uint64, hasKey bool, tried []*Upstream) (u *Upstream, hit bool) {
+	now := g.now()
+	var cands []*Upstream
+	var fallback []*Upstream // unhealthy ones: used only when none is healthy
+outer:
+	for _, c := range g.ups {
+		if model != "" && !c.models[model] {
+			continue
+		}
+		for _, t := range tried {
+			if t == c {
+				continue outer
+			}
+		}
+		if c.Healthy(now) {
+			cands = append(cands, c)
+		} else {
+			fallback = append(fallback, c)
+		}
+	}
+	if len(cands) == 0 {
+		cands = fallback
+	}
+	if len(cands) == 0 {
+		return nil, false
+	}
+	if !hasKey {
+		key = rand.Uint64() // ties among the least loaded fall at random
+	}
+	var best, least *Upstream
+	var bestScore, leastScore, leastLoad float64
+	for _, c := range cands {
+		s, l := c.rendezvous(key), c.load()
+		if best == nil || s > bestScore {
+			best, bestScore = c, s
+		}
+		if least == nil || l < leastLoad || (l == leastLoad && s > leastScore) {
+			least, leastScore, leastLoad = c, s, l
+		}
+	}
+	if hasKey && best.load() <= g.cfg.Routing.AffinityFactor*(leastLoad+1) {
+		return best, true
+	}
+	return least, hasKey && least == best
+}

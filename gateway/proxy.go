@@ -1,0 +1,510 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spigot-llm/spigot/api/openai"
+)
+
+// Limits on what the gateway reads from an upstream in one piece.
+const (
+	maxErrorBody    = 1 << 20  // an error response
+	maxResponseBody = 64 << 20 // a whole (non-streamed) response
+)
+
+// handleGenerate proxies POST /v1/completions and /v1/chat/completions.
+func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind openai.Kind) {
+	start := g.now()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, openai.MaxBodyBytes))
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	req, err := parseRequest(body, kind, g.cfg.Routing.PrefixBytes)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	if !g.serves(req.model) {
+		openai.WriteError(w, openai.ModelNotFound(req.model))
+		return
+	}
+	st := &relay{g: g, w: w, rc: http.NewResponseController(w), req: req, start: start}
+	if len(g.keys) == 0 {
+		st.auth = r.Header.Get("Authorization") // an open gateway passes the client's key on
+	}
+	defer st.close()
+	var tried []*Upstream
+	var last error
+	for attempt := 0; attempt < g.cfg.Routing.MaxAttempts; attempt++ {
+		if st.complete() {
+			return
+		}
+		u, hit := g.pick(req.model, req.key, req.hasKey, tried)
+		if u == nil {
+			break
+		}
+		switch {
+		case attempt == 0 && req.hasKey:
+			result := "miss"
+			if hit {
+				result = "hit"
+			}
+			g.m.affinity.WithLabelValues(result).Inc()
+		case attempt > 0:
+			stage := "before_first_token"
+			if st.tokens > 0 {
+				stage = "mid_stream"
+			}
+			g.m.failovers.WithLabelValues(stage).Inc()
+			g.log.Info("failing over", "from", tried[len(tried)-1].cfg.Name, "to", u.cfg.Name, "stage", stage, "err", last)
+		}
+		tried = append(tried, u)
+		outcome, err := st.attempt(r.Context(), u)
+		g.m.requests.WithLabelValues(u.cfg.Name, outcome).Inc()
+		switch outcome {
+		case outcomeFailed:
+			u.eject(g.now(), g.cfg.Health.Cooldown)
+		case outcomeRejected:
+		default:
+			return // answered, or the client went away
+		}
+		last = err
+		if st.started && !req.continuable() {
+			break
+		}
+		if r.Context().Err() != nil {
+			return
+		}
+	}
+	st.giveUp(last)
+}
+
+// relay is one client request in progress: what was sent to the client,
+// so that a failover continues it without losing or repeating anything.
+type relay struct {
+	g     *Gateway
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	req   *request
+	start time.Time
+	auth  string // the client's Authorization, sent to upstreams without a key of their own
+	touch func() // the current attempt got something: its stall timer restarts
+
+	started bool // the response status and headers were sent
+	buf     []byte
+	werr    error // the first write error
+
+	// The stream's identity, from its first chunk: continuations' chunks
+	// are rewritten to it.
+	haveID  bool
+	id      json.RawMessage
+	created json.RawMessage
+	model   json.RawMessage
+
+	text     strings.Builder // choice 0's text so far
+	tokens   int             // chunks with text sent: tokens, as Spigot and vLLM send one per token
+	roleSent map[int]bool
+	finished bool // a finish_reason was sent
+	usage    bool // the usage chunk was sent
+	terminal bool // an error event was sent: only [DONE] may follow
+	done     bool // [DONE] was sent
+
+	// The current attempt.
+	cont       bool // it continues a stream: rewrite its chunks
+	base       int  // tokens sent before it
+	extended   bool // its prompt holds text already generated
+	sentAt     time.Time
+	upFirst    time.Time // when it read its first token
+	overheadOK bool      // the overhead was observed
+}
+
+// attempt sends the request to u and relays its answer. It returns the
+// attempt's outcome and, for failed and rejected ones, why.
+func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
+	body, _ := st.req.body(st.text.String(), st.tokens)
+	u.inflight.Add(1)
+	defer u.inflight.Add(-1)
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	// A stream's upstream that sends nothing for StallTimeout (no
+	// headers, no event) is given up on, as one that closed the
+	// connection. (A whole response comes only at the end: no limit.)
+	st.touch = func() {}
+	if st.req.stream {
+		stall := st.g.cfg.Routing.StallTimeout
+		timer := time.AfterFunc(stall, func() { cancel(fmt.Errorf("upstream %s sent nothing for %v", u.cfg.Name, stall)) })
+		defer timer.Stop()
+		st.touch = func() { timer.Reset(stall) }
+	}
+	st.sentAt = st.g.now()
+	resp, src, err := st.g.send(ctx, u, st.req, body, st.auth)
+	if err != nil {
+		if parent.Err() != nil {
+			return outcomeCanceled, err
+		}
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		var te *translateError
+		if errors.As(err, &te) {
+			if !st.started {
+				openai.WriteError(st.w, te.err)
+				st.started, st.done = true, true
+			} else {
+				st.endWithError(te.err)
+			}
+			return outcomeClientError, err
+		}
+		return outcomeFailed, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		err := &upstreamError{u.cfg.Name, fmt.Sprintf("status %d: %s", resp.StatusCode, bytes.TrimSpace(msg))}
+		switch {
+		case resp.StatusCode == http.StatusTooManyRequests:
+			return outcomeRejected, err
+		case resp.StatusCode >= 500:
+			return outcomeFailed, err
+		}
+		// The request itself is at fault: the client gets the answer.
+		e := upstreamClientError(u, resp, msg)
+		if !st.started {
+			if e == nil { // an OpenAI error object: passed on as is
+				copyHeader(st.w.Header(), resp.Header, "Content-Type", "Retry-After")
+				st.w.WriteHeader(resp.StatusCode)
+				st.w.Write(msg)
+			} else {
+				openai.WriteError(st.w, e)
+			}
+			st.started, st.done = true, true
+		} else {
+			if e == nil {
+				e = &openai.Error{Status: resp.StatusCode, Type: openai.TypeInvalidRequest, Message: err.Error()}
+			}
+			st.endWithError(e)
+		}
+		return outcomeClientError, err
+	}
+	if !st.req.stream {
+		b, err := src.whole()
+		if err != nil {
+			if parent.Err() != nil {
+				return outcomeCanceled, err
+			}
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
+			return outcomeFailed, err
+		}
+		h := st.w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("X-Spigot-Upstream", u.cfg.Name)
+		st.w.WriteHeader(http.StatusOK)
+		st.w.Write(b)
+		st.started, st.done = true, true
+		return outcomeOK, nil
+	}
+	if !st.started {
+		h := st.w.Header()
+		copyHeader(h, resp.Header, "Content-Type")
+		if h.Get("Content-Type") == "" {
+			h.Set("Content-Type", "text/event-stream")
+		}
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		h.Set("X-Spigot-Upstream", u.cfg.Name)
+		st.w.WriteHeader(http.StatusOK)
+		st.started = true
+		if err := st.flush(); err != nil {
+			return outcomeCanceled, err
+		}
+	}
+	st.cont, st.base, st.extended = st.haveID, st.tokens, st.text.Len() > 0
+	if st.cont && st.g.onContinue != nil {
+		st.g.onContinue(st.req, st.text.String(), st.tokens)
+	}
+	st.upFirst = time.Time{}
+	err = st.pump(src.stream)
+	switch {
+	case err == nil:
+		return outcomeOK, nil
+	case st.werr != nil || parent.Err() != nil:
+		return outcomeCanceled, err
+	case ctx.Err() != nil:
+		return outcomeFailed, context.Cause(ctx)
+	}
+	return outcomeFailed, err
+}
+
+// complete ends a broken stream that needs nothing more from an upstream
+// and reports whether it did: one cut after its finish_reason (only
+// [DONE] was missing, and usage, which is lost with it), or one whose
+// token limit was reached (finish_reason length).
+func (st *relay) complete() bool {
+	if !st.started || st.done || !st.req.continuable() {
+		return false
+	}
+	if st.finished {
+		st.endLocally("")
+		return true
+	}
+	if _, left := st.req.body(st.text.String(), st.tokens); left == 0 {
+		st.endLocally("length")
+		return true
+	}
+	return false
+}
+
+// pump relays src's events to the client until [DONE] or an error.
+func (st *relay) pump(src source) error {
+	for {
+		raw, data, err := src.next()
+		st.touch()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // no [DONE]
+			}
+			st.flush()
+			return err
+		}
+		if err := st.event(raw, data); err != nil {
+			st.flush()
+			return err
+		}
+		if st.done || !src.buffered() {
+			if err := st.flush(); err != nil {
+				return err
+			}
+		}
+		if st.done {
+			return nil
+		}
+	}
+}
+
+// chunk is what the relay reads of an OpenAI stream chunk.
+type chunk struct {
+	ID      json.RawMessage `json:"id"`
+	Choices []struct {
+		Index int `json:"index"`
+		Delta *struct {
+			Role    string  `json:"role"`
+			Content *string `json:"content"`
+		} `json:"delta"`
+		Text         *string `json:"text"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *openai.Usage `json:"usage"`
+	Error *struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    any    `json:"code"`
+	} `json:"error"`
+}
+
+var doneData = []byte("[DONE]")
+
+// event handles one upstream event: it is passed on as is, rewritten
+// (a continuation's), or dropped (a continuation's role chunk). A server
+// error event returns an error: the stream is continued elsewhere.
+func (st *relay) event(raw, data []byte) error {
+	if bytes.Equal(data, doneData) {
+		st.done = true
+		st.buf = append(st.buf, raw...)
+		return nil
+	}
+	var c chunk
+	if json.Unmarshal(data, &c) != nil {
+		st.buf = append(st.buf, raw...) // not a chunk: passed on
+		return nil
+	}
+	if c.Error != nil {
+		if c.Error.Type == openai.TypeServer || c.Error.Type == "" {
+			return fmt.Errorf("upstream error event: %s", c.Error.Message)
+		}
+		st.terminal = true
+		st.buf = append(st.buf, raw...)
+		return nil
+	}
+	if !st.haveID && len(c.ID) > 0 {
+		var f map[string]json.RawMessage
+		if json.Unmarshal(data, &f) == nil {
+			st.haveID, st.id, st.created, st.model = true, f["id"], f["created"], f["model"]
+		}
+	}
+	drop := len(c.Choices) > 0
+	for i := range c.Choices {
+		ch := &c.Choices[i]
+		text := ""
+		if ch.Delta != nil && ch.Delta.Content != nil {
+			text = *ch.Delta.Content
+		} else if ch.Text != nil {
+			text = *ch.Text
+		}
+		roleOnly := ch.Delta != nil && ch.Delta.Role != "" && text == "" && ch.FinishReason == nil
+		if roleOnly && st.roleSent[ch.Index] {
+			continue // a continuation's new start
+		}
+		drop = false
+		if roleOnly {
+			if st.roleSent == nil {
+				st.roleSent = map[int]bool{}
+			}
+			st.roleSent[ch.Index] = true
+		}
+		if text != "" {
+			if ch.Index == 0 {
+				st.text.WriteString(text)
+			}
+			st.tokens++
+			if st.upFirst.IsZero() {
+				st.upFirst = st.g.now()
+			}
+		}
+		if ch.FinishReason != nil && *ch.FinishReason != "" {
+			st.finished = true
+		}
+	}
+	if drop {
+		return nil
+	}
+	if c.Usage != nil {
+		st.usage = true
+	}
+	if !st.cont {
+		st.buf = append(st.buf, raw...)
+		return nil
+	}
+	var f map[string]json.RawMessage
+	if json.Unmarshal(data, &f) != nil {
+		st.buf = append(st.buf, raw...)
+		return nil
+	}
+	for k, v := range map[string]json.RawMessage{"id": st.id, "created": st.created, "model": st.model} {
+		if _, ok := f[k]; ok && v != nil {
+			f[k] = v
+		}
+	}
+	if c.Usage != nil {
+		u := *c.Usage
+		u.CompletionTokens += st.base
+		if st.extended {
+			u.PromptTokens = max(u.PromptTokens-st.base, 0)
+		}
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		f["usage"] = mustJSON(u)
+	}
+	st.buf = append(st.buf, "data: "...)
+	st.buf = append(st.buf, marshalObject(f, chunkKeyOrder)...)
+	st.buf = append(st.buf, "\n\n"...)
+	return nil
+}
+
+// flush writes what is buffered, under a fresh write deadline, and
+// flushes it to the client.
+func (st *relay) flush() error {
+	if st.werr != nil {
+		st.buf = st.buf[:0]
+		return st.werr
+	}
+	st.rc.SetWriteDeadline(time.Now().Add(st.g.opts.WriteTimeout)) // ErrNotSupported on recorders: no deadline
+	if len(st.buf) > 0 {
+		_, st.werr = st.w.Write(st.buf)
+		st.buf = st.buf[:0]
+	}
+	if st.werr == nil {
+		st.werr = st.rc.Flush()
+	}
+	if st.werr == nil && !st.upFirst.IsZero() && !st.overheadOK {
+		st.overheadOK = true
+		total := st.g.now().Sub(st.start)
+		up := st.upFirst.Sub(st.sentAt)
+		st.g.m.overhead.Observe(max(total-up, 0).Seconds())
+	}
+	return st.werr
+}
+
+// endLocally ends a stream whose last upstream broke after all its text
+// was sent: the finish chunk (unless sent) and [DONE].
+func (st *relay) endLocally(reason string) {
+	if !st.finished && !st.terminal {
+		c := map[string]json.RawMessage{"id": st.id, "created": st.created, "model": st.model}
+		if st.req.kind == openai.Chat {
+			c["object"] = mustJSON("chat.completion.chunk")
+			c["choices"] = json.RawMessage(`[{"index":0,"delta":{},"logprobs":null,"finish_reason":` + strconv.Quote(reason) + `}]`)
+		} else {
+			c["object"] = mustJSON("text_completion")
+			c["choices"] = json.RawMessage(`[{"index":0,"text":"","logprobs":null,"finish_reason":` + strconv.Quote(reason) + `}]`)
+		}
+		st.buf = append(st.buf, "data: "...)
+		st.buf = append(st.buf, marshalObject(c, chunkKeyOrder)...)
+		st.buf = append(st.buf, "\n\n"...)
+		st.finished = true
+	}
+	st.buf = openai.AppendDone(st.buf)
+	st.done = true
+	st.flush()
+}
+
+// endWithError ends a started stream with an error event and [DONE].
+func (st *relay) endWithError(e *openai.Error) {
+	if !st.terminal {
+		st.buf = openai.AppendErrorEvent(st.buf, e)
+		st.terminal = true
+	}
+	st.buf = openai.AppendDone(st.buf)
+	st.done = true
+	st.flush()
+}
+
+// giveUp answers a request that no upstream could finish.
+func (st *relay) giveUp(last error) {
+	if st.done || st.werr != nil {
+		return
+	}
+	msg := "no upstream could serve the request"
+	if last != nil {
+		msg += ": " + last.Error()
+	}
+	if !st.started {
+		e := &openai.Error{Status: http.StatusBadGateway, Type: openai.TypeServer, Code: "upstream_unavailable", Message: msg}
+		var ue *upstreamError
+		if errors.As(last, &ue) && strings.HasPrefix(ue.msg, "status 429") {
+			e = &openai.Error{Status: http.StatusTooManyRequests, Type: openai.TypeRateLimit, Code: "upstreams_busy", Message: msg, RetryAfter: 1}
+		}
+		openai.WriteError(st.w, e)
+		return
+	}
+	if st.finished && !st.terminal {
+		st.endLocally("")
+		return
+	}
+	st.endWithError(&openai.Error{Status: http.StatusBadGateway, Type: openai.TypeServer, Code: "upstream_failed", Message: msg})
+}
+
+// close clears the write deadline, which would outlive the response on a
+// kept-alive connection.
+func (st *relay) close() {
+	if st.started {
+		st.rc.SetWriteDeadline(time.Time{})
+	}
+}
+
+func copyHeader(dst, src http.Header, names ...string) {
+	for _, n := range names {
+		if v := src.Get(n); v != "" {
+			dst.Set(n, v)
+		}
+	}
+}
