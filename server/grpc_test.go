@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -51,30 +52,37 @@ type grpcResult struct {
 	err      *spigotv1.Error
 	streamID string
 	events   int
-	tokens   int // deltas with a token (logprobs)
+	lastSeq  uint64
+	resumed  bool // the events continue a stream: no Start is due
+	tokens   int  // deltas with a token (logprobs)
 }
 
+// streamIDPattern is a stream's id, the same on every transport.
+var streamIDPattern = regexp.MustCompile(`^(chatcmpl|cmpl)-[0-9a-f]{24}$`)
+
 // add checks an event against the rules every generation obeys (one
-// stream id, sequence numbers 1, 2, 3 ..., Start first, nothing after
-// Finish or Error) and records it.
+// stream id, growing sequence numbers, Start first, nothing after Finish
+// or Error) and records it. A refusal (an Error about a Channel message)
+// is the one event of its generation, with no stream and no seq.
 func (r *grpcResult) add(t testing.TB, ev *spigotv1.GenerateResponse) {
 	t.Helper()
 	r.events++
-	if ev.GetSeq() != uint64(r.events) || r.events > 1 && ev.GetStreamId() != r.streamID || !strings.HasPrefix(ev.GetStreamId(), "gen-") {
-		t.Errorf("event %d: stream %q seq %d; want stream %q seq %d", r.events, ev.GetStreamId(), ev.GetSeq(), r.streamID, r.events)
+	refusal := r.events == 1 && ev.GetError() != nil && ev.GetStreamId() == "" && ev.GetSeq() == 0
+	if !refusal && (ev.GetSeq() <= r.lastSeq || r.streamID != "" && ev.GetStreamId() != r.streamID || !streamIDPattern.MatchString(ev.GetStreamId())) {
+		t.Errorf("event %d: stream %q seq %d; want stream %q, seq after %d", r.events, ev.GetStreamId(), ev.GetSeq(), r.streamID, r.lastSeq)
 	}
-	r.streamID = ev.GetStreamId()
+	r.streamID, r.lastSeq = ev.GetStreamId(), ev.GetSeq()
 	if r.finish != nil || r.err != nil {
 		t.Errorf("event %v after the final one", ev)
 	}
 	switch e := ev.GetEvent().(type) {
 	case *spigotv1.GenerateResponse_Start:
-		if r.events != 1 {
-			t.Errorf("Start as event %d", r.events)
+		if r.events != 1 || r.resumed {
+			t.Errorf("Start as event %d (resumed: %v)", r.events, r.resumed)
 		}
 		r.start = e.Start
 	case *spigotv1.GenerateResponse_Delta:
-		if r.start == nil {
+		if r.start == nil && !r.resumed {
 			t.Error("Delta before Start")
 		}
 		r.text += e.Delta.GetText()
