@@ -118,8 +118,20 @@ func grpcStatus(err error) error {
 // prepareGRPC validates a gRPC request by putting it in the OpenAI API's
 // terms: the same fields, defaults, ranges and errors. Its delivery
 // options are stream_options' (pacing; resumable is the opposite of
-// cancel_on_disconnect).
+// cancel_on_disconnect), named as the gRPC request's fields in errors.
 func prepareGRPC(m *Model, req *spigotv1.GenerateRequest) (*job, error) {
+	j, err := prepareGRPCRequest(m, req)
+	var e *openai.Error
+	if errors.As(err, &e) && strings.HasPrefix(e.Param, "stream_options.") {
+		c := *e
+		c.Param = strings.TrimPrefix(c.Param, "stream_options.")
+		c.Message = strings.ReplaceAll(c.Message, "stream_options.", "")
+		return nil, &c
+	}
+	return j, err
+}
+
+func prepareGRPCRequest(m *Model, req *spigotv1.GenerateRequest) (*job, error) {
 	p := openai.Params{
 		Model: req.GetModel(), Stream: true, Temperature: req.Temperature, TopP: req.TopP, MinP: req.MinP,
 		PresencePenalty: req.PresencePenalty, FrequencyPenalty: req.FrequencyPenalty, RepetitionPenalty: req.RepetitionPenalty,
