@@ -70,8 +70,9 @@ type GenerationClient interface {
 	// ChannelRequest starts a generation under an id the client chooses, or
 	// cancels one; each ChannelResponse is one event of one generation,
 	// tagged with its id. Every started generation ends with exactly one
-	// Finish or Error event (a refused request: an Error at once; a
-	// cancelled one: an Error with code CANCELLED). A ResumeGeneration
+	// Finish or Error event (a refused request or resume: an Error at once,
+	// with no stream_id and seq 0; a cancelled one: an Error with code
+	// CANCELLED). A ResumeGeneration
 	// continues a stream as Resume does, under a new client id. When the
 	// client closes its side, the call ends once every generation has
 	// ended; when the call is cancelled, every generation is, except those
@@ -171,8 +172,9 @@ type GenerationServer interface {
 	// ChannelRequest starts a generation under an id the client chooses, or
 	// cancels one; each ChannelResponse is one event of one generation,
 	// tagged with its id. Every started generation ends with exactly one
-	// Finish or Error event (a refused request: an Error at once; a
-	// cancelled one: an Error with code CANCELLED). A ResumeGeneration
+	// Finish or Error event (a refused request or resume: an Error at once,
+	// with no stream_id and seq 0; a cancelled one: an Error with code
+	// CANCELLED). A ResumeGeneration
 	// continues a stream as Resume does, under a new client id. When the
 	// client closes its side, the call ends once every generation has
 	// ended; when the call is cancelled, every generation is, except those
