@@ -68,8 +68,24 @@ func (s *Server) startOne(ctx context.Context, m *Model, j *job, start time.Time
 // emit buffered; a flush error (the client is gone or stopped reading)
 // cancels the generation.
 func (g *generation) drive(emit func(evs []engine.Event, end error), flush func() error) {
+	g.driveKeepAlive(emit, flush, 0, nil)
+}
+
+// driveKeepAlive is drive that also calls keepAlive whenever the stream
+// has been silent for every (while the request waits in the queue,
+// during a long prefill), if every is positive; a keepAlive error cancels
+// the generation as a flush error does.
+func (g *generation) driveKeepAlive(emit func(evs []engine.Event, end error), flush func() error, every time.Duration, keepAlive func() error) {
 	tokens := make([]int, 1)
 	in := newFanIn(g.sts)
+	if every > 0 && keepAlive != nil {
+		in.idle = every
+		in.onIdle = func() {
+			if err := keepAlive(); err != nil {
+				g.fail(fmt.Errorf("writing to the client: %v: %w", err, context.Canceled))
+			}
+		}
+	}
 	defer in.close()
 	for left := 1; left > 0; {
 		tokens[0] = 0
@@ -127,7 +143,9 @@ func (g *generation) finish(w http.ResponseWriter, r *http.Request) {
 func (s *Server) streamWriter(w http.ResponseWriter, contentType string) *sseWriter {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
-	h.Set("Cache-Control", "no-cache")
+	// As SSE's: no-transform tells proxies not to compress (and so
+	// buffer) the stream; X-Accel-Buffering: nginx passes each write on.
+	h.Set("Cache-Control", "no-cache, no-transform")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	return &sseWriter{w: w, rc: http.NewResponseController(w), timeout: s.cfg.WriteTimeout, buf: getBuf()}

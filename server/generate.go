@@ -396,6 +396,10 @@ var canceledCtx = func() context.Context {
 type fanIn struct {
 	sts []*engine.Stream
 	evs []engine.Event // one stream: Recv's buffer
+	// One stream: when idle is positive, next calls onIdle each time the
+	// stream has been silent that long (TGI's keepalives).
+	idle   time.Duration
+	onIdle func()
 
 	// Several streams.
 	notify  chan struct{} // capacity 1: "something is pending"
@@ -458,7 +462,7 @@ func (f *fanIn) forward(i int, st *engine.Stream) {
 // called again.
 func (f *fanIn) next(fn func(i int, evs []engine.Event, end error)) {
 	if len(f.sts) == 1 {
-		evs, err := f.sts[0].Recv(context.Background(), f.evs[:0])
+		evs, err := f.recv()
 		if err == nil {
 			// Take what else is already there, the end included, without
 			// blocking: one write instead of two.
@@ -487,6 +491,24 @@ func (f *fanIn) next(fn func(i int, evs []engine.Event, end error)) {
 		if len(evs) > 0 || end != nil {
 			fn(i, evs, end)
 		}
+	}
+}
+
+// recv waits for the one stream's events, calling onIdle whenever it is
+// silent for idle.
+func (f *fanIn) recv() ([]engine.Event, error) {
+	if f.idle <= 0 {
+		return f.sts[0].Recv(context.Background(), f.evs[:0])
+	}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), f.idle)
+		evs, err := f.sts[0].Recv(ctx, f.evs[:0])
+		silent := err != nil && err == ctx.Err()
+		cancel()
+		if !silent {
+			return evs, err
+		}
+		f.onIdle()
 	}
 }
 

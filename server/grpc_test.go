@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -26,20 +27,32 @@ import (
 // connection to it; both close when the test ends.
 func grpcConn(t testing.TB, srv *Server) *grpc.ClientConn {
 	t.Helper()
+	return grpcDial(t, grpcListen(t, srv))
+}
+
+// grpcListen serves srv's gRPC API on a loopback port until the test
+// ends, and returns its address.
+func grpcListen(t testing.TB, srv *Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := srv.GRPCServer()
 	go gs.Serve(ln)
-	conn, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}
+
+// grpcDial returns a client connection to addr, closed when the test
+// ends (closing it before does no harm).
+func grpcDial(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-	})
+	t.Cleanup(func() { conn.Close() })
 	return conn
 }
 
@@ -51,33 +64,45 @@ type grpcResult struct {
 	err      *spigotv1.Error
 	streamID string
 	events   int
-	tokens   int // deltas with a token (logprobs)
+	lastSeq  uint64
+	resumed  bool // the events continue a stream: no Start is due
+	tokens   int  // deltas with a token (logprobs)
+	texts    map[int32]string
 }
 
+// streamIDPattern is a stream's id, the same on every transport.
+var streamIDPattern = regexp.MustCompile(`^(chatcmpl|cmpl)-[0-9a-f]{24}$`)
+
 // add checks an event against the rules every generation obeys (one
-// stream id, sequence numbers 1, 2, 3 ..., Start first, nothing after
-// Finish or Error) and records it.
+// stream id, growing sequence numbers, Start first, nothing after Finish
+// or Error) and records it. A refusal (an Error about a Channel message)
+// is the one event of its generation, with no stream and no seq.
 func (r *grpcResult) add(t testing.TB, ev *spigotv1.GenerateResponse) {
 	t.Helper()
 	r.events++
-	if ev.GetSeq() != uint64(r.events) || r.events > 1 && ev.GetStreamId() != r.streamID || !strings.HasPrefix(ev.GetStreamId(), "gen-") {
-		t.Errorf("event %d: stream %q seq %d; want stream %q seq %d", r.events, ev.GetStreamId(), ev.GetSeq(), r.streamID, r.events)
+	refusal := r.events == 1 && ev.GetError() != nil && ev.GetStreamId() == "" && ev.GetSeq() == 0
+	if !refusal && (ev.GetSeq() <= r.lastSeq || r.streamID != "" && ev.GetStreamId() != r.streamID || !streamIDPattern.MatchString(ev.GetStreamId())) {
+		t.Errorf("event %d: stream %q seq %d; want stream %q, seq after %d", r.events, ev.GetStreamId(), ev.GetSeq(), r.streamID, r.lastSeq)
 	}
-	r.streamID = ev.GetStreamId()
+	r.streamID, r.lastSeq = ev.GetStreamId(), ev.GetSeq()
 	if r.finish != nil || r.err != nil {
 		t.Errorf("event %v after the final one", ev)
 	}
 	switch e := ev.GetEvent().(type) {
 	case *spigotv1.GenerateResponse_Start:
-		if r.events != 1 {
-			t.Errorf("Start as event %d", r.events)
+		if r.events != 1 || r.resumed {
+			t.Errorf("Start as event %d (resumed: %v)", r.events, r.resumed)
 		}
 		r.start = e.Start
 	case *spigotv1.GenerateResponse_Delta:
-		if r.start == nil {
+		if r.start == nil && !r.resumed {
 			t.Error("Delta before Start")
 		}
 		r.text += e.Delta.GetText()
+		if r.texts == nil {
+			r.texts = map[int32]string{}
+		}
+		r.texts[e.Delta.GetIndex()] += e.Delta.GetText()
 		if tok := e.Delta.GetToken(); tok != nil {
 			r.tokens++
 			if tok.GetLogprob() > 0 || len(tok.GetTopLogprobs()) != 2 || tok.GetTopLogprobs()[0].GetId() != tok.GetId() {
@@ -206,6 +231,8 @@ func TestGRPCErrors(t *testing.T) {
 			Messages: []*spigotv1.ChatMessage{{Role: "robot", Content: "x"}}}}}, codes.InvalidArgument, "messages[0].role"},
 		{"echo on chat", authed, &spigotv1.GenerateRequest{Echo: true, Prompt: &spigotv1.GenerateRequest_Messages{Messages: &spigotv1.ChatMessages{
 			Messages: []*spigotv1.ChatMessage{{Role: "user", Content: "x"}}}}}, codes.InvalidArgument, "echo"},
+		{"pace", authed, &spigotv1.GenerateRequest{Prompt: text, PaceTokensPerSecond: ptr(-1.0)}, codes.InvalidArgument, "pace_tokens_per_second"},
+		{"min_interval_ms", authed, &spigotv1.GenerateRequest{Prompt: text, MinIntervalMs: ptr(1e9)}, codes.InvalidArgument, "min_interval_ms"},
 		{"model", authed, &spigotv1.GenerateRequest{Prompt: text, Model: "gpt-4"}, codes.NotFound, "model"},
 		{"no key", context.Background(), &spigotv1.GenerateRequest{Prompt: text}, codes.Unauthenticated, ""},
 	}

@@ -62,6 +62,47 @@ func TestKeepAlive(t *testing.T) {
 	}
 }
 
+// TestCompatStreamsProxyFriendly checks that TGI's and Ollama's streams
+// have the OpenAI streams' headers for proxies (no buffering, no
+// compression), that TGI's sends keepalive comments while the request
+// waits for its first token, and that Ollama's NDJSON carries nothing but
+// its JSON lines (it has no comment syntax: no keepalives).
+func TestCompatStreamsProxyFriendly(t *testing.T) {
+	fx := newFixture(t, fixtureOptions{parallel: 2, keepAlive: 50 * time.Millisecond})
+	cases := []struct {
+		path, body string
+		keepalives bool
+		check      func(t *testing.T, body []byte)
+	}{
+		{"/generate_stream", `{"inputs":"Once upon a time","parameters":{"max_new_tokens":6}}`, true,
+			func(t *testing.T, body []byte) { tgiStream(t, body) }},
+		{"/api/generate", `{"model":"stories260K","prompt":"Once upon a time","options":{"num_predict":6}}`, false,
+			func(t *testing.T, body []byte) { ollamaLines(t, body) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path, func(t *testing.T) {
+			fx.model.hold()
+			resp := fx.open(t, http.MethodPost, tc.path, tc.body, "Accept-Encoding", "gzip")
+			defer resp.Body.Close()
+			h := resp.Header
+			if h.Get("Content-Encoding") != "" || h.Get("Cache-Control") != "no-cache, no-transform" || h.Get("X-Accel-Buffering") != "no" {
+				t.Errorf("headers %v; want no Content-Encoding, Cache-Control: no-cache, no-transform, X-Accel-Buffering: no", h)
+			}
+			time.Sleep(300 * time.Millisecond) // the prefill is held
+			fx.model.release()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := strings.Count(string(body), ": keepalive\n\n")
+			if tc.keepalives && n < 4 || !tc.keepalives && n > 0 {
+				t.Errorf("%d keepalives while the prefill was held 300 ms (every 50 ms: want about 6, or none for NDJSON):\n%s", n, body)
+			}
+			tc.check(t, body)
+		})
+	}
+}
+
 // nginxPath is Debian's nginx, which .ci/run installs.
 const nginxPath = "/usr/sbin/nginx"
 

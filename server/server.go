@@ -116,7 +116,8 @@ type Config struct {
 	// sequences, queue and context.)
 	ResumeMemory int64
 	// KeepAlive is how long a stream may be silent before the server
-	// sends a keepalive (an SSE comment), so that proxies and clients do
+	// sends a keepalive (an SSE comment, on the OpenAI routes and TGI's
+	// stream; Ollama's NDJSON has none), so that proxies and clients do
 	// not time out while a request waits in the queue, during a long
 	// prefill, or between paced tokens; WebSockets are pinged this often,
 	// and cut when no pong comes back. 0 means 15 s; negative: never.

@@ -148,14 +148,17 @@ func (t *tgiResponse) top(dst []tgi.Token, ev *engine.Event) []tgi.Token {
 
 // stream answers with one event per token. The event that ends the stream
 // (the last token, or the end-of-sequence token) is held until the engine
-// says how the stream ended, and carries generated_text.
+// says how the stream ended, and carries generated_text. While the
+// stream is silent for Config.KeepAlive (queued, prefilling), a
+// keepalive comment goes out, as on the OpenAI routes; TGI's clients
+// skip comments.
 func (t *tgiResponse) stream(w http.ResponseWriter) {
 	sw := t.g.s.streamWriter(w, "text/event-stream")
 	defer sw.done()
 	sw.flush()
 	var pending *engine.Event
 	var top []tgi.Token
-	t.g.drive(func(evs []engine.Event, end error) {
+	t.g.driveKeepAlive(func(evs []engine.Event, end error) {
 		for k := range evs {
 			ev := &evs[k]
 			t.text.WriteString(ev.Text)
@@ -186,7 +189,10 @@ func (t *tgiResponse) stream(w http.ResponseWriter) {
 		case end != nil:
 			sw.buf = tgi.AppendErrorEvent(sw.buf, tgi.ErrorFor(end))
 		}
-	}, sw.flush)
+	}, sw.flush, t.g.s.cfg.KeepAlive, func() error {
+		sw.buf = append(sw.buf, ": keepalive\n\n"...)
+		return sw.flush()
+	})
 }
 
 // respond collects the whole text (and the details' tokens) and answers

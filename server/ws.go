@@ -22,9 +22,9 @@ import (
 // This file is the WebSocket transport, GET /v1/ws: JSON messages both
 // ways, several generations on one socket, each under an id the client
 // picks. The requests are the HTTP endpoints' bodies, parsed by the same
-// code; the output is the same session log as SSE's, so a stream started
-// on a socket can be resumed on another socket or over SSE, and the other
-// way round.
+// code; the output is the same session log as SSE's and gRPC's, so a
+// stream started on a socket can be resumed on another socket, over SSE
+// or over gRPC, and the other way round.
 //
 // Client to server:
 //

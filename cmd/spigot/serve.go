@@ -70,7 +70,7 @@ func serve(ctx context.Context, unnotify func(), args []string, std stdio) error
 	fs.StringVar(&c.apiKey, "api-key", os.Getenv("SPIGOT_API_KEY"), "require \"Authorization: Bearer KEY\" (default $SPIGOT_API_KEY)")
 	fs.StringVar(&c.chatTemplate, "chat-template", "", "chat template: a file, Jinja text, or a built-in name ("+strings.Join(chat.Builtins(), ", ")+"); default: the model's own, else chatml")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long running requests may go on before they are ended")
-	fs.DurationVar(&c.resumeWindow, "resume-window", 60*time.Second, "how long a stream whose client disconnected keeps generating for the client to resume it (GET /v1/streams/ID with Last-Event-ID); then it is canceled (0: a disconnect cancels at once)")
+	fs.DurationVar(&c.resumeWindow, "resume-window", 60*time.Second, "how long a stream whose client disconnected keeps generating for the client to resume it (GET /v1/streams/ID with Last-Event-ID, a WebSocket resume, gRPC Resume for streams started resumable); then it is canceled (0: a disconnect cancels at once)")
 	fs.DurationVar(&c.keepAlive, "keepalive", 15*time.Second, "send a keepalive (an SSE comment, a WebSocket ping) on a stream silent this long, so proxies do not time it out (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
