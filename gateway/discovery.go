@@ -107,7 +107,7 @@ func (g *Gateway) resolve(ctx context.Context, i int) {
 		u.Host = host
 		c.URL = strings.TrimSuffix(u.String(), "/")
 		up := newUpstream(c, i, false)
-		up.pool, up.addr = uc.Name, a
+		up.addr = a
 		ups = append(ups, up)
 		g.startHealth(up)
 		g.log.Info("upstream found in DNS", "upstream", c.Name, "url", c.URL)

@@ -25,7 +25,6 @@ type Upstream struct {
 
 	// Set for an upstream found by discovery: dns, which its entry's
 	// resolver loop (under Gateway.upsMu) drains and prunes.
-	pool       string     // the entry's name
 	addr       netip.Addr // the address it was found at
 	draining   atomic.Bool
 	stopHealth context.CancelFunc
