@@ -185,22 +185,3 @@ type adapterRule struct {
 	} `json:"name"`
 	MetricsQuery string `json:"metricsQuery"`
 }
-
-// gatewayConfig is the part of the proposed `spigot gateway` config
-// (gateway/gateway.yaml) that refers to other things. It is decoded
-// leniently: the gateway owns its format.
-type gatewayConfig struct {
-	Listen          string `json:"listen"`
-	ShutdownTimeout string `json:"shutdown_timeout"`
-	Upstreams       []struct {
-		Name        string `json:"name"`
-		Model       string `json:"model"`
-		DNS         string `json:"dns"`
-		Port        int32  `json:"port"`
-		ReadyPath   string `json:"ready_path"`
-		MetricsPath string `json:"metrics_path"`
-	} `json:"upstreams"`
-	Routing struct {
-		LoadMetrics []string `json:"load_metrics"`
-	} `json:"routing"`
-}

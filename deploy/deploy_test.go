@@ -26,8 +26,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
+	"github.com/spigot-llm/spigot/gateway"
 	"github.com/spigot-llm/spigot/hub"
 )
 
@@ -314,9 +314,6 @@ func command(c *corev1.Container, e *env) (cmd string, flags map[string]string, 
 	}
 	cmd = c.Args[0]
 	known, ok := e.flags[cmd]
-	if !ok && cmd == "gateway" {
-		known, ok = gatewayFlags, true
-	}
 	if !ok {
 		return "", nil, nil, fmt.Errorf("container %s: spigot has no command %q", c.Name, cmd)
 	}
@@ -473,27 +470,37 @@ func checkDeployment(p *problems, o *object, e *env, find func(kind, name string
 
 // checkServe checks the container that runs spigot serve, and returns the
 // id of the model it serves.
-func checkServe(p *problems, o *object, c *corev1.Container, flags map[string]string, e *env) string {
-	d := o.Obj.(*appsv1.Deployment)
-	spec := &d.Spec.Template.Spec
+// checkListen checks a command's --addr (required: the default is
+// loopback) and --grpc-addr (where the command has it): beyond loopback,
+// on the container ports named http and grpc.
+func checkListen(p *problems, o *object, c *corev1.Container, cmd string, flags map[string]string, e *env) {
 	for flag, portName := range map[string]string{"addr": "http", "grpc-addr": "grpc"} {
+		if _, defined := e.flags[cmd][flag]; !defined {
+			continue
+		}
 		addr, ok := flags[flag]
 		if !ok {
 			if flag == "addr" {
-				p.add(o, "serve: no --addr: the default listens on 127.0.0.1, out of the probes' and Services' reach")
+				p.add(o, "%s: no --addr: the default listens on 127.0.0.1, out of the probes' and Services' reach", cmd)
 			}
 			continue
 		}
 		host, port, err := net.SplitHostPort(addr)
 		ip := net.ParseIP(host)
 		if err != nil || host == "localhost" || ip != nil && ip.IsLoopback() {
-			p.add(o, "serve --%s %s: must listen beyond the loopback interface", flag, addr)
+			p.add(o, "%s --%s %s: must listen beyond the loopback interface", cmd, flag, addr)
 		}
 		cp := containerPort([]corev1.Container{*c}, intstr.FromString(portName))
 		if n, err := strconv.Atoi(port); err != nil || cp == nil || int32(n) != cp.ContainerPort {
-			p.add(o, "serve --%s %s: port is not the container port named %s", flag, addr, portName)
+			p.add(o, "%s --%s %s: port is not the container port named %s", cmd, flag, addr, portName)
 		}
 	}
+}
+
+func checkServe(p *problems, o *object, c *corev1.Container, flags map[string]string, e *env) string {
+	d := o.Obj.(*appsv1.Deployment)
+	spec := &d.Spec.Template.Spec
+	checkListen(p, o, c, "serve", flags, e)
 
 	// Draining: the preStop sleep, then SIGTERM and --shutdown-timeout for
 	// running streams, then gRPC's last events, then exit; all within the
@@ -606,50 +613,67 @@ func checkGateway(p *problems, o *object, find func(kind, name string) *object, 
 			p.add(o, "gateway --config %s: not a key of a mounted ConfigMap", file)
 			continue
 		}
-		var cfg gatewayConfig
-		if err := yaml.Unmarshal([]byte(data), &cfg); err != nil {
-			p.add(o, "gateway config: %v", err)
+		cfg, err := gateway.ParseConfig([]byte(data))
+		if err != nil {
+			p.add(o, "gateway --config %s: %v", file, err)
 			continue
 		}
-		_, port, err := net.SplitHostPort(cfg.Listen)
-		cp := containerPort([]corev1.Container{*c}, intstr.FromString("http"))
-		if n, _ := strconv.Atoi(port); err != nil || cp == nil || int32(n) != cp.ContainerPort {
-			p.add(o, "gateway config: listen %q is not the container port named http", cfg.Listen)
+		checkListen(p, o, c, "gateway", flags, e)
+		drain, err := time.ParseDuration(flags["shutdown-timeout"])
+		if _, ok := flags["shutdown-timeout"]; !ok || err != nil || drain <= 0 {
+			p.add(o, "gateway: set --shutdown-timeout, so that the grace period can be sized to it")
 		}
-		drain, err := time.ParseDuration(cfg.ShutdownTimeout)
-		need := preStopSleep(c) + int64(drain.Seconds()) + exitSeconds
-		if err != nil || spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds < need {
-			p.add(o, "terminationGracePeriodSeconds must be at least %d (preStop + the config's shutdown_timeout %q + exit)", need, cfg.ShutdownTimeout)
-		}
-		if len(cfg.Upstreams) == 0 {
-			p.add(o, "gateway config: no upstreams")
+		delay, _ := time.ParseDuration(flags["drain-delay"])
+		need := preStopSleep(c) + int64(delay.Seconds()) + int64(drain.Seconds()) + exitSeconds
+		if g := spec.TerminationGracePeriodSeconds; g == nil || *g < need {
+			p.add(o, "terminationGracePeriodSeconds must be at least %d (preStop %d s + --drain-delay %v + --shutdown-timeout %v + exit)", need, preStopSleep(c), delay, drain)
 		}
 		for _, u := range cfg.Upstreams {
-			so := find("Service", u.DNS)
-			if so == nil {
-				p.add(o, "gateway config: upstream %s: no Service %s", u.Name, u.DNS)
-				continue
-			}
-			svc := so.Obj.(*corev1.Service)
-			if svc.Spec.ClusterIP != corev1.ClusterIPNone {
-				p.add(o, "gateway config: upstream %s: Service %s is not headless, so its name resolves to one address, not one per replica", u.Name, u.DNS)
-			}
-			if !slices.ContainsFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == u.Port }) {
-				p.add(o, "gateway config: upstream %s: Service %s has no port %d", u.Name, u.DNS, u.Port)
-			}
-			for _, rd := range deploymentsSelected(labels.SelectorFromSet(svc.Spec.Selector)) {
-				if id, ok := served[rd.Name]; !ok || id != u.Model {
-					p.add(o, "gateway config: upstream %s: model %q, but Deployment %s serves %q", u.Name, u.Model, rd.Name, id)
-				}
-			}
-			if u.ReadyPath != "/ready" || u.MetricsPath != "/metrics" {
-				p.add(o, "gateway config: upstream %s: want ready_path /ready and metrics_path /metrics", u.Name)
-			}
+			checkUpstream(p, o, u, find, deploymentsSelected, served)
 		}
-		for _, m := range cfg.Routing.LoadMetrics {
-			if !e.series[m] {
-				p.add(o, "gateway config: load metric %s is not one Spigot exports", m)
-			}
+	}
+}
+
+// checkUpstream checks a gateway upstream that is a Service of the tree:
+// the Service exists and has the URL's port; with discovery: dns it is
+// headless (else its name is one address, and affinity and load see one
+// upstream), without it is not (else each connection goes to whichever
+// pod the name resolved to); and the models include what each replica
+// Deployment behind it serves.
+func checkUpstream(p *problems, o *object, u gateway.UpstreamConfig, find func(kind, name string) *object, deploymentsSelected func(labels.Selector) []*object, served map[string]string) {
+	pu, err := url.Parse(u.URL)
+	if err != nil {
+		p.add(o, "gateway config: upstream %s: %v", u.Name, err)
+		return
+	}
+	// spigot-headless, spigot-headless.spigot, ....svc.cluster.local
+	svcName, _, _ := strings.Cut(pu.Hostname(), ".")
+	so := find("Service", svcName)
+	if so == nil {
+		p.add(o, "gateway config: upstream %s: url %s: no Service %s", u.Name, u.URL, svcName)
+		return
+	}
+	svc := so.Obj.(*corev1.Service)
+	headless := svc.Spec.ClusterIP == corev1.ClusterIPNone
+	switch {
+	case u.Discovery == gateway.DiscoveryDNS && !headless:
+		p.add(o, "gateway config: upstream %s: discovery: dns, but Service %s is not headless, so its name resolves to one address, not one per replica", u.Name, svcName)
+	case u.Discovery != gateway.DiscoveryDNS && headless:
+		p.add(o, "gateway config: upstream %s: Service %s is headless: set discovery: dns, so that each replica is an upstream", u.Name, svcName)
+	}
+	port := 80
+	if pu.Port() != "" {
+		port, _ = strconv.Atoi(pu.Port())
+	}
+	if !slices.ContainsFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return int(sp.Port) == port }) {
+		p.add(o, "gateway config: upstream %s: Service %s has no port %d", u.Name, svcName, port)
+	}
+	if u.Kind != gateway.KindSpigot {
+		p.add(o, "gateway config: upstream %s: kind %s, but Service %s is Spigot's (kind spigot: /ready and the queue gauges)", u.Name, u.Kind, svcName)
+	}
+	for _, rd := range deploymentsSelected(labels.SelectorFromSet(svc.Spec.Selector)) {
+		if id, ok := served[rd.Name]; !ok || !slices.Contains(u.Models, id) {
+			p.add(o, "gateway config: upstream %s: models %q, but Deployment %s serves %q", u.Name, u.Models, rd.Name, id)
 		}
 	}
 }
@@ -762,9 +786,17 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{"HPA targets a missing Deployment", "replica/hpa.yaml", "    name: spigot\n  minReplicas", "    name: spigot-replica\n  minReplicas", 1, "spigot-replica"},
 		{"HPA on a metric Spigot lacks", "replica/hpa.yaml", "name: spigot_engine_queued_requests", "name: spigot_queue_length", 1, "spigot_queue_length"},
 		{"missing ConfigMap", "gateway/deployment.yaml", "configMap:\n            name: spigot-gateway", "configMap:\n            name: spigot-gw", 1, "spigot-gw"},
-		{"gateway upstream not headless", "gateway/gateway.yaml", "dns: spigot-headless", "dns: spigot", 1, "not headless"},
-		{"gateway routes another model", "gateway/gateway.yaml", "model: qwen2.5-0.5b-instruct-q8_0", "model: qwen2.5-0.5b", 1, "serves"},
-		{"gateway listens elsewhere", "gateway/gateway.yaml", `listen: ":8080"`, `listen: ":8081"`, 1, "listen"},
+		{"gateway upstream not headless", "gateway/gateway.yaml", "url: http://spigot-headless:8080", "url: http://spigot:8080", 1, "not headless"},
+		{"gateway upstream headless without discovery", "gateway/gateway.yaml", "    discovery: dns\n    resolve_interval: 5s\n", "", 1, "set discovery: dns"},
+		{"gateway upstream at a missing Service", "gateway/gateway.yaml", "url: http://spigot-headless:8080", "url: http://spigot-headles.spigot.svc:8080", 1, "no Service spigot-headles"},
+		{"gateway upstream on a missing port", "gateway/gateway.yaml", "url: http://spigot-headless:8080", "url: http://spigot-headless:80", 1, "no port 80"},
+		{"gateway routes another model", "gateway/gateway.yaml", "models: [qwen2.5-0.5b-instruct-q8_0]", "models: [qwen2.5-0.5b]", 1, "serves"},
+		{"unknown key in the gateway config", "gateway/gateway.yaml", "resolve_interval: 5s", "resolve_every: 5s", 1, "field resolve_every not found"},
+		{"gateway config the gateway rejects", "gateway/gateway.yaml", "kind: spigot", "kind: vllm", 1, `kind "vllm"`},
+		{"gateway listens elsewhere", "gateway/deployment.yaml", "- 0.0.0.0:8080", "- 0.0.0.0:8081", 1, "container port named http"},
+		{"gateway on loopback", "gateway/deployment.yaml", "            - --addr\n            - 0.0.0.0:8080\n", "", 1, "no --addr"},
+		{"misspelt gateway flag", "gateway/deployment.yaml", "- --shutdown-timeout", "- --shutdown-timeot", 1, "shutdown-timeot"},
+		{"gateway drain longer than the grace period", "gateway/deployment.yaml", "- 60s", "- 80s", 1, "terminationGracePeriodSeconds"},
 		{"KEDA and the HPA both scale the replicas", "components/keda/delete-hpa.yaml", "  name: spigot\n", "  name: spigot-gateway\n", 1, "they fight"},
 		{"KEDA query in another namespace", "components/keda/scaledobject.yaml", `namespace="spigot"`, `namespace="default"`, 1, "must select namespace"},
 		{"KEDA metadata misspelt", "components/keda/scaledobject.yaml", "serverAddress:", "serverAdress:", 1, "serverAdress"},

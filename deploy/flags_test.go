@@ -172,22 +172,18 @@ func parseArgs(cmd string, flags map[string]flagKind, args []string) (map[string
 	return set, fs.Args(), nil
 }
 
-// gatewayFlags is the command line the gateway is being written to
-// accept (issue #6: `spigot gateway --config FILE`), used while
-// cmd/spigot has no gateway command; once it has, its real flags are.
-var gatewayFlags = map[string]flagKind{"config": flagString}
-
 func TestCommandFlagsFromSource(t *testing.T) {
 	sets, err := commandFlags("../cmd/spigot")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Flags of serve and tokenize that the manifests use, with their
+	// Flags of serve, tokenize and gateway that the manifests use, with their
 	// kinds: if reading the source went wrong, these are missing.
 	want := map[string]map[string]flagKind{
 		"serve": {"m": flagString, "addr": flagString, "grpc-addr": flagString, "parallel": flagInt,
 			"ctx": flagInt, "threads": flagInt, "max-queue": flagInt, "shutdown-timeout": flagDuration},
 		"tokenize": {"m": flagString, "ids": flagBool},
+		"gateway":  {"config": flagString, "addr": flagString, "shutdown-timeout": flagDuration, "drain-delay": flagDuration},
 	}
 	for cmd, flags := range want {
 		for name, kind := range flags {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -52,7 +53,24 @@ type UpstreamConfig struct {
 	// Weight scales the upstream's share: its load is divided by it, and
 	// its rendezvous score favours it in proportion. 0 means 1.
 	Weight float64 `yaml:"weight"`
+	// Discovery is how the URL's host becomes upstreams: "" (the default),
+	// one upstream, however many addresses the name has; or "dns": the
+	// host is a DNS name, such as a Kubernetes headless Service's, resolved
+	// every ResolveInterval, and each address it resolves to is an
+	// upstream of its own, named NAME/ADDRESS, with this entry's kind,
+	// models, key and weight and the URL with the address for the host.
+	// See the package doc.
+	Discovery string `yaml:"discovery"`
+	// ResolveInterval is how often a "dns" upstream's name is resolved
+	// again. Default 5s (the TTL of a Kubernetes Service's records).
+	ResolveInterval time.Duration `yaml:"resolve_interval"`
 }
+
+// Discovery modes.
+const (
+	DiscoveryNone = ""    // the URL is one upstream
+	DiscoveryDNS  = "dns" // one upstream per address of the URL's host
+)
 
 // HealthConfig configures health checking.
 type HealthConfig struct {
@@ -132,6 +150,9 @@ func (c *Config) check() error {
 		if names[u.Name] {
 			return fmt.Errorf("%s: name %q is used twice", where, u.Name)
 		}
+		if strings.Contains(u.Name, "/") {
+			return fmt.Errorf("%s: name %q has a slash: NAME/ADDRESS is how upstreams found by discovery: dns are named", where, u.Name)
+		}
 		names[u.Name] = true
 		switch u.Kind {
 		case KindSpigot, KindOpenAI, KindTGI, KindOllama:
@@ -145,6 +166,29 @@ func (c *Config) check() error {
 			return fmt.Errorf("%s (%s): url %q is not an http(s) URL", where, u.Name, u.URL)
 		}
 		u.URL = strings.TrimSuffix(u.URL, "/")
+		switch u.Discovery {
+		case DiscoveryNone:
+			if u.ResolveInterval != 0 {
+				return fmt.Errorf("%s (%s): resolve_interval needs discovery: dns", where, u.Name)
+			}
+		case DiscoveryDNS:
+			if p.Scheme != "http" {
+				// The address replaces the name in the URL, so TLS would
+				// check the certificate against the address.
+				return fmt.Errorf("%s (%s): discovery: dns needs an http url, not %s", where, u.Name, p.Scheme)
+			}
+			if _, err := netip.ParseAddr(p.Hostname()); err == nil {
+				return fmt.Errorf("%s (%s): discovery: dns needs a DNS name in the url, not the address %s", where, u.Name, p.Hostname())
+			}
+			if u.ResolveInterval < 0 {
+				return fmt.Errorf("%s (%s): resolve_interval %v is negative", where, u.Name, u.ResolveInterval)
+			}
+			if u.ResolveInterval == 0 {
+				u.ResolveInterval = 5 * time.Second
+			}
+		default:
+			return fmt.Errorf("%s (%s): discovery %q is not dns (or absent)", where, u.Name, u.Discovery)
+		}
 		if len(u.Models) == 0 {
 			return fmt.Errorf("%s (%s): models is required", where, u.Name)
 		}

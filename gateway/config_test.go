@@ -17,8 +17,8 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Upstreams) != 6 {
-		t.Fatalf("%d upstreams, want 6", len(c.Upstreams))
+	if len(c.Upstreams) != 7 {
+		t.Fatalf("%d upstreams, want 7", len(c.Upstreams))
 	}
 	kinds := map[string]bool{}
 	for _, u := range c.Upstreams {
@@ -38,7 +38,10 @@ func TestExampleConfig(t *testing.T) {
 	if len(c.Auth.Keys) != 2 || c.Auth.Keys[0].SHA256 != keyHash("sk-team-a") || c.Auth.Keys[0].Burst != 50 || c.Auth.Keys[1].RequestsPerMinute != 0 {
 		t.Errorf("auth %+v", c.Auth)
 	}
-	if got := c.Upstreams[3].APIKey; got != "secret" {
+	if u := c.Upstreams[3]; u.Discovery != DiscoveryDNS || u.ResolveInterval != 5*time.Second {
+		t.Errorf("pool = %+v, want discovery dns every 5s", u)
+	}
+	if got := c.Upstreams[4].APIKey; got != "secret" {
 		t.Errorf("vllm api key = %q, want it from $VLLM_API_KEY", got)
 	}
 	if c.Health.Interval != 5*time.Second || c.Health.Cooldown != 10*time.Second || c.Routing.PrefixBytes != 1024 ||
@@ -58,6 +61,20 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if c.Health.Interval != 5*time.Second || c.Health.Timeout != 2*time.Second || c.Routing.MaxAttempts != 3 {
 		t.Errorf("defaults: health %+v routing %+v", c.Health, c.Routing)
+	}
+}
+
+func TestParseConfigDiscovery(t *testing.T) {
+	c, err := ParseConfig([]byte("upstreams:\n- {name: pool, kind: spigot, url: 'http://spigot-headless:8080', models: [m], discovery: dns}\n" +
+		"- {name: b, kind: spigot, url: 'http://spigot-headless:8080', models: [m], discovery: dns, resolve_interval: 2s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Upstreams[0]; u.Discovery != DiscoveryDNS || u.ResolveInterval != 5*time.Second {
+		t.Errorf("upstream = %+v, want discovery dns and the default resolve_interval 5s", u)
+	}
+	if got := c.Upstreams[1].ResolveInterval; got != 2*time.Second {
+		t.Errorf("resolve_interval = %v, want 2s", got)
 	}
 }
 
@@ -81,6 +98,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"two keys", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], api_key: x, api_key_env: Y}\n", "not both"},
 		{"two documents", up + "---\n" + up, "more than one"},
 		{"not a map", "- 1\n", "cannot unmarshal"},
+		{"slash in name", "upstreams:\n- {name: a/b, kind: spigot, url: 'http://h', models: [m]}\n", "slash"},
+		{"bad discovery", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], discovery: srv}\n", `discovery "srv"`},
+		{"resolve_interval without dns", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], resolve_interval: 1s}\n", "needs discovery: dns"},
+		{"dns with https", "upstreams:\n- {name: a, kind: spigot, url: 'https://h', models: [m], discovery: dns}\n", "needs an http url"},
+		{"dns with an address", "upstreams:\n- {name: a, kind: spigot, url: 'http://10.0.0.1:80', models: [m], discovery: dns}\n", "not the address"},
+		{"negative resolve_interval", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], discovery: dns, resolve_interval: -1s}\n", "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.yaml))
@@ -105,7 +128,7 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted a config without its defaults: %+v", c)
 		}
 		for _, u := range c.Upstreams {
-			if u.Weight <= 0 || len(u.Models) == 0 {
+			if u.Weight <= 0 || len(u.Models) == 0 || (u.Discovery == DiscoveryDNS) != (u.ResolveInterval > 0) {
 				t.Fatalf("accepted upstream %+v", u)
 			}
 		}

@@ -62,6 +62,30 @@
 // takes it out for health.cooldown. A 429 is retried elsewhere without
 // ejecting.
 //
+// # Discovery
+//
+// An upstream entry with "discovery: dns" stands for every address its
+// URL's host resolves to, such as a Kubernetes headless Service's name
+// (one address per ready pod): prefix affinity and load need each replica
+// as an upstream of its own, which a ClusterIP Service's one address
+// hides. Each address becomes an upstream named NAME/ADDRESS (pool/10.1.2.3)
+// with the entry's kind, models, key and weight, and the URL with the
+// address for the host (http only: TLS would check the certificate
+// against the address). The name is resolved at start and every
+// resolve_interval (default 5s):
+//
+//   - a new address joins after its first passing active check (until
+//     then it is not even a fallback);
+//   - an address gone from the answer drains: it gets no new requests,
+//     those in flight finish, and once the last has ended it is dropped
+//     with its series; if it comes back first, it is taken back after a
+//     passing check;
+//   - a failed lookup keeps the upstreams found before, except "no such
+//     host" (a headless Service with no ready pod), which means none.
+//
+// Rendezvous hashing over the NAME/ADDRESS names keeps a pod's prefixes
+// while it lives, and one pod leaving moves only its own.
+//
 // # Client keys
 //
 // With auth.keys configured, every route but /health and /ready needs

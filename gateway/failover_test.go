@@ -76,7 +76,7 @@ func TestFailoverMidStream(t *testing.T) {
 	// Cut replicas once the streams are well under way.
 	waitFor(t, "streams to start", 20*time.Second, func() bool { return chunks.Load() >= streams*5 })
 	inflight := func(r *replica) int64 {
-		for _, u := range gwy.g.ups {
+		for _, u := range gwy.g.Upstreams() {
 			if u.cfg.URL == r.url {
 				return u.inflight.Load()
 			}

@@ -234,7 +234,7 @@ func TestRetryBeforeFirstToken(t *testing.T) {
 				waitFor(t, "the first check", 5*time.Second, func() bool {
 					return gwy.counter(t, "spigot_gateway_upstream_healthy", "upstream", "r0") == 0
 				})
-				gwy.g.ups[0].setActive(true)
+				gwy.g.Upstreams()[0].setActive(true)
 			}
 			res := stream(context.Background(), http.DefaultClient, gwy.ts.URL, "/v1/chat/completions",
 				`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}`, nil)

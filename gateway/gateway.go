@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -33,15 +35,25 @@ type Options struct {
 	// WriteTimeout bounds each write to a client (a client that reads
 	// nothing for this long loses its request). 0 means 60 s.
 	WriteTimeout time.Duration
+	// LookupNetIP resolves the host of an upstream with discovery: dns.
+	// A [net.DNSError] with IsNotFound means the name has no address
+	// (a headless Service with no ready pod); other errors keep the
+	// addresses found before. Nil means [net.DefaultResolver]'s
+	// LookupNetIP for "ip".
+	LookupNetIP func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Gateway routes OpenAI API requests to upstream servers. Create it with
 // New; it checks its upstreams' health until Close.
 type Gateway struct {
-	cfg    Config
-	opts   Options
-	log    *slog.Logger
-	ups    []*Upstream
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+	// ups is the upstreams, in configuration order (each discovery: dns
+	// entry's by address); replaced, never changed, under upsMu.
+	ups    atomic.Pointer[[]*Upstream]
+	upsMu  sync.Mutex
+	ctx    context.Context // done at Close
 	client *http.Client
 	reg    *prometheus.Registry
 	m      *gatewayMetrics
@@ -54,7 +66,7 @@ type Gateway struct {
 	// on another upstream, with the request and what was sent so far.
 	onContinue func(r *request, text string, tokens int)
 	stop       context.CancelFunc
-	wg         sync.WaitGroup // health loops
+	wg         sync.WaitGroup // health and resolver loops
 }
 
 // New returns a Gateway for cfg (as ParseConfig returns it) and starts
@@ -79,11 +91,20 @@ func New(cfg *Config, opts Options) *Gateway {
 			IdleConnTimeout:     90 * time.Second,
 		}
 	}
+	if opts.LookupNetIP == nil {
+		opts.LookupNetIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
 	g := &Gateway{cfg: *cfg, opts: opts, log: opts.Logger, reg: opts.Registry,
 		client: &http.Client{Transport: opts.Transport}, now: time.Now}
-	for _, uc := range cfg.Upstreams {
-		g.ups = append(g.ups, newUpstream(uc))
+	var ups []*Upstream
+	for i, uc := range cfg.Upstreams {
+		if uc.Discovery == DiscoveryNone {
+			ups = append(ups, newUpstream(uc, i, true))
+		}
 	}
+	g.ups.Store(&ups)
 	if len(cfg.Auth.Keys) > 0 {
 		g.keys = map[string]*clientKey{}
 		for _, k := range cfg.Auth.Keys {
@@ -93,12 +114,27 @@ func New(cfg *Config, opts Options) *Gateway {
 	g.m = newGatewayMetrics(g.reg, g)
 	g.routes()
 	ctx, cancel := context.WithCancel(context.Background())
-	g.stop = cancel
-	for _, u := range g.ups {
-		g.wg.Add(1)
-		go g.healthLoop(ctx, u)
+	g.ctx, g.stop = ctx, cancel
+	g.upsMu.Lock()
+	for _, u := range ups {
+		g.startHealth(u)
+	}
+	g.upsMu.Unlock()
+	for i, uc := range cfg.Upstreams {
+		if uc.Discovery == DiscoveryDNS {
+			g.wg.Add(1)
+			go g.resolveLoop(ctx, i)
+		}
 	}
 	return g
+}
+
+// startHealth starts u's health loop; upsMu is held.
+func (g *Gateway) startHealth(u *Upstream) {
+	ctx, cancel := context.WithCancel(g.ctx)
+	u.stopHealth = cancel
+	g.wg.Add(1)
+	go g.healthLoop(ctx, u)
 }
 
 // Close stops the health checks and closes idle upstream connections.
@@ -113,8 +149,11 @@ func (g *Gateway) Close() {
 // requests) while requests go on being served.
 func (g *Gateway) Drain() { g.draining.Store(true) }
 
-// Upstreams returns the upstreams, in configuration order.
-func (g *Gateway) Upstreams() []*Upstream { return g.ups }
+// Upstreams returns the upstreams, in configuration order, those found by
+// discovery: dns in their entry's place (by address), draining ones
+// included until their last request ends. The slice must not be
+// modified.
+func (g *Gateway) Upstreams() []*Upstream { return *g.ups.Load() }
 
 // healthLoop checks u at once and then every interval until ctx is done.
 func (g *Gateway) healthLoop(ctx context.Context, u *Upstream) {
@@ -130,7 +169,10 @@ func (g *Gateway) healthLoop(ctx context.Context, u *Upstream) {
 		was := u.activeOK
 		u.activeOK = ok
 		u.mu.Unlock()
-		if was != ok {
+		if ok && !u.joined.Load() {
+			u.joined.Store(true)
+			g.log.Info("upstream joined", "upstream", u.cfg.Name)
+		} else if was != ok {
 			g.log.Info("upstream health changed", "upstream", u.cfg.Name, "healthy", ok)
 		}
 		select {
@@ -200,7 +242,7 @@ func (g *Gateway) handleReady(w http.ResponseWriter, r *http.Request) {
 	}
 	now := g.now()
 	n := 0
-	for _, u := range g.ups {
+	for _, u := range g.Upstreams() {
 		if u.Healthy(now) {
 			n++
 		}
@@ -213,12 +255,12 @@ func (g *Gateway) handleReady(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleModels lists the union of the upstreams' configured models.
-// owned_by names the upstreams that serve each.
+// owned_by names the configuration's upstream entries that serve each.
 func (g *Gateway) handleModels(w http.ResponseWriter, r *http.Request) {
 	owners := map[string][]string{}
-	for _, u := range g.ups {
-		for _, m := range u.cfg.Models {
-			owners[m] = append(owners[m], u.cfg.Name)
+	for _, u := range g.cfg.Upstreams {
+		for _, m := range u.Models {
+			owners[m] = append(owners[m], u.Name)
 		}
 	}
 	ids := make([]string, 0, len(owners))
@@ -246,10 +288,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// serves reports whether some upstream serves model ("" matches any).
+// serves reports whether some upstream entry of the configuration serves
+// model ("" matches any), found by discovery: dns or not.
 func (g *Gateway) serves(model string) bool {
-	for _, u := range g.ups {
-		if model == "" || u.models[model] {
+	for _, u := range g.cfg.Upstreams {
+		if model == "" || slices.Contains(u.Models, model) {
 			return true
 		}
 	}
@@ -265,8 +308,8 @@ func (g *Gateway) pick(model string, key uint64, hasKey bool, tried []*Upstream)
 	var cands []*Upstream
 	var fallback []*Upstream // unhealthy ones: used only when none is healthy
 outer:
-	for _, c := range g.ups {
-		if model != "" && !c.models[model] {
+	for _, c := range g.Upstreams() {
+		if model != "" && !c.models[model] || c.draining.Load() || !c.joined.Load() {
 			continue
 		}
 		for _, t := range tried {

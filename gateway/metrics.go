@@ -82,7 +82,7 @@ func (c upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c upstreamCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.g.now()
-	for _, u := range c.g.ups {
+	for _, u := range c.g.Upstreams() {
 		h := 0.0
 		if u.Healthy(now) {
 			h = 1

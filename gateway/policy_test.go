@@ -31,9 +31,9 @@ func TestScrapeLoad(t *testing.T) {
 // them in proportion to its weight, and removing one moves only its keys.
 func TestRendezvousWeights(t *testing.T) {
 	ups := []*Upstream{
-		newUpstream(UpstreamConfig{Name: "a", Weight: 1}),
-		newUpstream(UpstreamConfig{Name: "b", Weight: 1}),
-		newUpstream(UpstreamConfig{Name: "c", Weight: 2}),
+		newUpstream(UpstreamConfig{Name: "a", Weight: 1}, 0, true),
+		newUpstream(UpstreamConfig{Name: "b", Weight: 1}, 0, true),
+		newUpstream(UpstreamConfig{Name: "c", Weight: 2}, 0, true),
 	}
 	owner := func(ups []*Upstream, key uint64) string {
 		var best *Upstream
@@ -68,7 +68,7 @@ func TestRendezvousWeights(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
-	u := newUpstream(UpstreamConfig{Name: "a", Weight: 2})
+	u := newUpstream(UpstreamConfig{Name: "a", Weight: 2}, 0, true)
 	u.inflight.Store(3)
 	if got := u.load(); got != 1.5 {
 		t.Errorf("load with 3 in flight, weight 2 = %g, want 1.5", got)

@@ -32,7 +32,7 @@ func (g *Gateway) handleTokenize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var skip []*Upstream
-	for _, u := range g.ups {
+	for _, u := range g.Upstreams() {
 		if u.cfg.Kind != KindSpigot && u.cfg.Kind != KindOpenAI {
 			skip = append(skip, u)
 		}

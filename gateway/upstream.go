@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,17 @@ import (
 type Upstream struct {
 	cfg    UpstreamConfig
 	models map[string]bool
+	order  int // index of its entry in Config.Upstreams
+
+	// Set for an upstream found by discovery: dns, which its entry's
+	// resolver loop (under Gateway.upsMu) drains and prunes.
+	addr       netip.Addr // the address it was found at
+	draining   atomic.Bool
+	stopHealth context.CancelFunc
+	// joined: it has taken requests (a configured upstream from the
+	// start, a discovered one from its first passing active check). One
+	// that has not is not even a fallback when no upstream is healthy.
+	joined atomic.Bool
 
 	inflight atomic.Int64 // requests the gateway has open on it
 	// The upstream's own count of its requests, queued and running, at
@@ -32,11 +44,15 @@ type Upstream struct {
 	ejectedTill time.Time  // a request failed: out of rotation until then
 }
 
-func newUpstream(cfg UpstreamConfig) *Upstream {
-	u := &Upstream{cfg: cfg, models: map[string]bool{}, activeOK: true}
+// newUpstream returns the upstream for cfg, entry order of the
+// configuration. It takes requests at once if activeOK, else after its
+// first passing active check.
+func newUpstream(cfg UpstreamConfig, order int, activeOK bool) *Upstream {
+	u := &Upstream{cfg: cfg, models: map[string]bool{}, order: order, activeOK: activeOK}
 	for _, m := range cfg.Models {
 		u.models[m] = true
 	}
+	u.joined.Store(activeOK)
 	return u
 }
 
@@ -44,13 +60,21 @@ func newUpstream(cfg UpstreamConfig) *Upstream {
 func (u *Upstream) Name() string { return u.cfg.Name }
 
 // Healthy reports whether the upstream takes new requests: its last
-// active check passed and no request failure ejected it within the
-// cool-down.
+// active check passed, no request failure ejected it within the
+// cool-down, and it is not draining.
 func (u *Upstream) Healthy(now time.Time) bool {
+	if u.draining.Load() {
+		return false
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.activeOK && !now.Before(u.ejectedTill)
 }
+
+// Draining reports whether the upstream, found by discovery: dns, has
+// left its name's DNS answer: it gets no new requests, and the ones in
+// flight finish.
+func (u *Upstream) Draining() bool { return u.draining.Load() }
 
 // load is the upstream's load per unit of weight: the requests the
 // gateway has in flight on it, or, when larger, the requests the upstream
