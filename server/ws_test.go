@@ -233,6 +233,9 @@ func TestWSCancel(t *testing.T) {
 	if e := gens["keep"].end; e.Type != "done" || e.FinishReason != "length" || e.Usage.CompletionTokens != 60 {
 		t.Errorf("the other generation ended with %+v; want done, length, 60 tokens", e)
 	}
+	// The engine counts a sequence as running until the end of the step in
+	// which its last event was sent.
+	waitFor(t, "the engine to finish its step", func() bool { return fx.eng.Stats().Running == 0 })
 	s := fx.eng.Stats()
 	if s.FinishedCanceled != 1 || s.FinishedLength != 1 || s.Running != 0 || fx.eng.Cache().BlocksInUse() != 0 {
 		t.Errorf("engine after: %+v, %d blocks in use; want one canceled, one length, none running", s, fx.eng.Cache().BlocksInUse())
