@@ -78,8 +78,19 @@ func qTileQ4AVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
 //go:noescape
 func qTileQ4AVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
 
-func qActSize(cols int) int  { return qGroups(cols) * qActGroup }
-func qTileSize(cols int) int { return qGroups(cols) * qTileGroup }
+func qActSize(cols, s int) int {
+	if isK(s) {
+		return genericQ.actSize(cols, s)
+	}
+	return qGroups(cols) * qActGroup
+}
+
+func qTileSize(cols, s int) int {
+	if isK(s) {
+		return 0
+	}
+	return qGroups(cols) * qTileGroup
+}
 
 // quantAct quantizes one activation row with corrections k·Σ, in the
 // natural layout or the transposed one.
@@ -213,6 +224,10 @@ func runTile(kind int, w []byte, nr int, a []byte, as, nc, cols int, out []float
 var avx2Q = qImpl{
 	actSize: qActSize,
 	quantize: func(dst []byte, x []float32, s int, natural bool) {
+		if isK(s) {
+			quantActGenericK(dst, x)
+			return
+		}
 		k := 0
 		if s == slotQ4_0 {
 			k = -8
@@ -220,6 +235,10 @@ var avx2Q = qImpl{
 		quantAct(dst, x, k, natural)
 	},
 	direct: func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
+		if isK(s) {
+			qTileGenericK(w, rs, nr, a, 0, 1, cols, s, out, 0)
+			return
+		}
 		f := qDirectQ8AVX2
 		if s == slotQ4_0 {
 			f = qDirectQ4AVX2
@@ -231,6 +250,10 @@ var avx2Q = qImpl{
 		packRows(dst, rows, rs, nr, cols, s, 0)
 	},
 	tile: func(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
+		if isK(s) {
+			qTileGenericK(w, rs, nr, a, as, nc, cols, s, out, os)
+			return
+		}
 		kind := tilesQ8AVX2
 		if s == slotQ4_0 {
 			kind = tilesQ4AVX2
@@ -246,6 +269,10 @@ var avx2Q = qImpl{
 var vnniQ = qImpl{
 	actSize: qActSize,
 	quantize: func(dst []byte, x []float32, s int, natural bool) {
+		if isK(s) {
+			quantActGenericK(dst, x)
+			return
+		}
 		k := -128
 		if s == slotQ4_0 {
 			k = -8
@@ -253,6 +280,10 @@ var vnniQ = qImpl{
 		quantAct(dst, x, k, natural)
 	},
 	direct: func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
+		if isK(s) {
+			qTileGenericK(w, rs, nr, a, 0, 1, cols, s, out, 0)
+			return
+		}
 		f := qDirectQ8VNNI
 		if s == slotQ4_0 {
 			f = qDirectQ4VNNI
@@ -264,6 +295,10 @@ var vnniQ = qImpl{
 		packRows(dst, rows, rs, nr, cols, s, 0x80)
 	},
 	tile: func(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
+		if isK(s) {
+			qTileGenericK(w, rs, nr, a, as, nc, cols, s, out, os)
+			return
+		}
 		runTile(tilesVNNI, w, nr, a, as, nc, cols, out, os)
 	},
 	maxCols: 3,

@@ -33,7 +33,7 @@ func TestQuantActAVX2(t *testing.T) {
 		quant.QuantizeActivations(q, d, x)
 		for _, natural := range []bool{false, true} {
 			const k = -128
-			dst := make([]byte, qActSize(len(x))+1)
+			dst := make([]byte, qActSize(len(x), slotQ8_0)+1)
 			dst[len(dst)-1] = 0xa5
 			quantAct(dst[:len(dst)-1], x, k, natural)
 			if dst[len(dst)-1] != 0xa5 {
