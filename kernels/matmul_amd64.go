@@ -51,6 +51,138 @@ func qPackQ8_0(dst, src *byte, groups, mask int)
 //go:noescape
 func qPackQ4_0(dst, src *byte, groups int)
 
+// The K-quant kernels (matmul_kquant.go): qQuantActK(N) quantizes
+// groups×256 floats of x into the K layout (transposed, or natural), as
+// quant.QuantizeActivations does; the direct kernels are qDirectQ8VNNI's
+// kind for the K types, groups super-blocks per row; qPack<type> packs
+// groups super-blocks of one row into a tile's row slot; the tile kernels
+// are qTileVNNI4x<n>'s kind, qTileK4 for Q4_K and Q5_K, qTileK6 for Q6_K.
+
+//go:noescape
+func qQuantActK(dst *byte, x *float32, groups int)
+
+//go:noescape
+func qQuantActKN(dst *byte, x *float32, groups int)
+
+//go:noescape
+func qDirectQ4_KVNNI(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ5_KVNNI(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ6_KVNNI(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ4_KAVX2(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ5_KAVX2(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ6_KAVX2(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qPackQ4_K(dst, src *byte, groups int)
+
+//go:noescape
+func qPackQ5_K(dst, src *byte, groups int)
+
+//go:noescape
+func qPackQ6_K(dst, src *byte, groups int)
+
+//go:noescape
+func qTileK4VNNI4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK4VNNI4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK4VNNI4x3(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK6VNNI4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK6VNNI4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK6VNNI4x3(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+// quantActK quantizes one activation row (a whole number of super-blocks)
+// into the K layout, natural or transposed.
+func quantActK(dst []byte, x []float32, natural bool) {
+	groups := len(x) / quant.QKK
+	if groups == 0 {
+		return
+	}
+	_ = dst[groups*kActGroup-1]
+	_ = x[groups*quant.QKK-1]
+	if natural {
+		qQuantActKN(&dst[0], &x[0], groups)
+	} else {
+		qQuantActK(&dst[0], &x[0], groups)
+	}
+}
+
+// runDirectK checks the sizes and calls the direct kernel for nr rows of
+// slot s's super-blocks.
+func runDirectK(s int, vnni bool, w []byte, rs, nr int, a []byte, cols int, out []float32) {
+	groups := cols / quant.QKK
+	if groups == 0 {
+		clear(out[:nr])
+		return
+	}
+	_ = w[(nr-1)*rs+groups*fastLayouts[s].typeSize-1]
+	_ = a[groups*kActGroup-1]
+	_ = out[nr-1]
+	switch {
+	case s == slotQ4_K && vnni:
+		qDirectQ4_KVNNI(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ5_K && vnni:
+		qDirectQ5_KVNNI(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ6_K && vnni:
+		qDirectQ6_KVNNI(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ4_K:
+		qDirectQ4_KAVX2(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ5_K:
+		qDirectQ5_KAVX2(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ6_K:
+		qDirectQ6_KAVX2(&w[0], rs, nr, &a[0], groups, &out[0])
+	default:
+		panic("kernels: no direct kernel")
+	}
+}
+
+// packRowsK packs nr ≤ 4 rows of slot s into a K tile.
+func packRowsK(dst []byte, rows []byte, rs, nr, cols, s int) {
+	groups := cols / quant.QKK
+	if groups == 0 {
+		return
+	}
+	_ = dst[groups*kTileGroup-1]
+	bs := fastLayouts[s].typeSize
+	for r := range nr {
+		row := rows[r*rs : (r+1)*rs]
+		_ = row[groups*bs-1]
+		switch s {
+		case slotQ4_K:
+			qPackQ4_K(&dst[32*r], &row[0], groups)
+		case slotQ5_K:
+			qPackQ5_K(&dst[32*r], &row[0], groups)
+		default:
+			qPackQ6_K(&dst[32*r], &row[0], groups)
+		}
+	}
+	// Rows past the matrix: zero scales, so their (unused) sums are 0.
+	for r := nr; r < qTileRows; r++ {
+		for g := range groups {
+			clear(dst[g*kTileGroup+kTileA+32*r : g*kTileGroup+kTileA+32*r+32])
+			clear(dst[g*kTileGroup+kTileB+32*r : g*kTileGroup+kTileB+32*r+32])
+		}
+	}
+}
+
 // The tile kernels compute out[k*os+r] for the 4·tiles weight rows r of the
 // packed tiles at w and activation rows k of a (as bytes apart), over
 // groups groups.
@@ -80,14 +212,14 @@ func qTileQ4AVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
 
 func qActSize(cols, s int) int {
 	if isK(s) {
-		return genericQ.actSize(cols, s)
+		return cols / quant.QKK * kActGroup
 	}
 	return qGroups(cols) * qActGroup
 }
 
 func qTileSize(cols, s int) int {
 	if isK(s) {
-		return 0
+		return cols / quant.QKK * kTileGroup
 	}
 	return qGroups(cols) * qTileGroup
 }
@@ -173,6 +305,8 @@ const (
 	tilesVNNI = iota
 	tilesQ8AVX2
 	tilesQ4AVX2
+	tilesK4VNNI
+	tilesK6VNNI
 )
 
 // callTile calls kernel family kind for nc activation rows, directly (see
@@ -193,18 +327,30 @@ func callTile(kind, nc int, w, a *byte, as, groups int, out *float32, os, tiles 
 		qTileQ4AVX2_4x1(w, a, as, groups, out, os, tiles)
 	case 4*tilesQ4AVX2 + 2:
 		qTileQ4AVX2_4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesK4VNNI + 1:
+		qTileK4VNNI4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesK4VNNI + 2:
+		qTileK4VNNI4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesK4VNNI + 3:
+		qTileK4VNNI4x3(w, a, as, groups, out, os, tiles)
+	case 4*tilesK6VNNI + 1:
+		qTileK6VNNI4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesK6VNNI + 2:
+		qTileK6VNNI4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesK6VNNI + 3:
+		qTileK6VNNI4x3(w, a, as, groups, out, os, tiles)
 	default:
 		panic("kernels: no tile kernel")
 	}
 }
 
-// runTile calls the kernel for nr rows (ceil(nr/4) packed tiles) and nc
-// activation rows, through a buffer for a last tile of fewer than 4 rows.
-func runTile(kind int, w []byte, nr int, a []byte, as, nc, cols int, out []float32, os int) {
-	groups := qGroups(cols)
-	ts := groups * qTileGroup
+// runTile calls the kernel for nr rows (ceil(nr/4) packed tiles of groups
+// groups of tg bytes) and nc activation rows (of groups groups of ag
+// bytes), through a buffer for a last tile of fewer than 4 rows.
+func runTile(kind int, w []byte, nr int, a []byte, as, nc, groups, tg, ag int, out []float32, os int) {
+	ts := groups * tg
 	_ = w[(nr+3)/4*ts-1]
-	_ = a[(nc-1)*as+groups*qActGroup-1]
+	_ = a[(nc-1)*as+groups*ag-1]
 	if full := nr / 4; full > 0 {
 		_ = out[(nc-1)*os+4*full-1]
 		callTile(kind, nc, &w[0], &a[0], as, groups, &out[0], os, full)
@@ -222,7 +368,12 @@ func runTile(kind int, w []byte, nr int, a []byte, as, nc, cols int, out []float
 // avx2Q is the integer path with AVX2: Q8_0 products by the sign trick
 // (no correction), Q4_0 ones with unsigned nibbles (correction -8·Σ).
 var avx2Q = qImpl{
-	actSize: qActSize,
+	actSize: func(cols, s int) int {
+		if isK(s) {
+			return genericQ.actSize(cols, s)
+		}
+		return qActSize(cols, s)
+	},
 	quantize: func(dst []byte, x []float32, s int, natural bool) {
 		if isK(s) {
 			quantActGenericK(dst, x)
@@ -245,7 +396,12 @@ var avx2Q = qImpl{
 		}
 		runDirect(f, s, w, rs, nr, a, cols, out)
 	},
-	tileSize: qTileSize,
+	tileSize: func(cols, s int) int {
+		if isK(s) {
+			return 0
+		}
+		return qTileSize(cols, s)
+	},
 	pack: func(dst []byte, rows []byte, rs, nr, cols, s int) {
 		packRows(dst, rows, rs, nr, cols, s, 0)
 	},
@@ -258,7 +414,7 @@ var avx2Q = qImpl{
 		if s == slotQ4_0 {
 			kind = tilesQ4AVX2
 		}
-		runTile(kind, w, nr, a, as, nc, cols, out, os)
+		runTile(kind, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
 	},
 	maxCols: 2,
 }
@@ -270,7 +426,7 @@ var vnniQ = qImpl{
 	actSize: qActSize,
 	quantize: func(dst []byte, x []float32, s int, natural bool) {
 		if isK(s) {
-			quantActGenericK(dst, x)
+			quantActK(dst, x, natural)
 			return
 		}
 		k := -128
@@ -281,7 +437,7 @@ var vnniQ = qImpl{
 	},
 	direct: func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
 		if isK(s) {
-			qTileGenericK(w, rs, nr, a, 0, 1, cols, s, out, 0)
+			runDirectK(s, true, w, rs, nr, a, cols, out)
 			return
 		}
 		f := qDirectQ8VNNI
@@ -292,14 +448,21 @@ var vnniQ = qImpl{
 	},
 	tileSize: qTileSize,
 	pack: func(dst []byte, rows []byte, rs, nr, cols, s int) {
+		if isK(s) {
+			packRowsK(dst, rows, rs, nr, cols, s)
+			return
+		}
 		packRows(dst, rows, rs, nr, cols, s, 0x80)
 	},
 	tile: func(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
-		if isK(s) {
-			qTileGenericK(w, rs, nr, a, as, nc, cols, s, out, os)
-			return
+		switch s {
+		case slotQ4_K, slotQ5_K:
+			runTile(tilesK4VNNI, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ6_K:
+			runTile(tilesK6VNNI, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		default:
+			runTile(tilesVNNI, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
 		}
-		runTile(tilesVNNI, w, nr, a, as, nc, cols, out, os)
 	},
 	maxCols: 3,
 }

@@ -72,6 +72,7 @@ const (
 	kActLo     = 320
 	kActHi     = 352
 	kTileGroup = 1280
+	kTileA     = 1024
 	kTileB     = 1152
 )
 
