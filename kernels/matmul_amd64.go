@@ -56,7 +56,8 @@ func qPackQ4_0(dst, src *byte, groups int)
 // quant.QuantizeActivations does; the direct kernels are qDirectQ8VNNI's
 // kind for the K types, groups super-blocks per row; qPack<type> packs
 // groups super-blocks of one row into a tile's row slot; the tile kernels
-// are qTileVNNI4x<n>'s kind, qTileK4 for Q4_K and Q5_K, qTileK6 for Q6_K.
+// are qTileVNNI4x<n>'s kind, qTileK4 for Q4_K and Q5_K, qTileK6 for Q6_K,
+// and for AVX2 qTile<type>AVX2_4x<n>, on the same layouts.
 
 //go:noescape
 func qQuantActK(dst *byte, x *float32, groups int)
@@ -108,6 +109,24 @@ func qTileK6VNNI4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
 
 //go:noescape
 func qTileK6VNNI4x3(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ4_KAVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ4_KAVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ5_KAVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ5_KAVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ6_KAVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ6_KAVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
 
 // quantActK quantizes one activation row (a whole number of super-blocks)
 // into the K layout, natural or transposed.
@@ -307,6 +326,9 @@ const (
 	tilesQ4AVX2
 	tilesK4VNNI
 	tilesK6VNNI
+	tilesQ4KAVX2
+	tilesQ5KAVX2
+	tilesQ6KAVX2
 )
 
 // callTile calls kernel family kind for nc activation rows, directly (see
@@ -339,6 +361,18 @@ func callTile(kind, nc int, w, a *byte, as, groups int, out *float32, os, tiles 
 		qTileK6VNNI4x2(w, a, as, groups, out, os, tiles)
 	case 4*tilesK6VNNI + 3:
 		qTileK6VNNI4x3(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ4KAVX2 + 1:
+		qTileQ4_KAVX2_4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ4KAVX2 + 2:
+		qTileQ4_KAVX2_4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ5KAVX2 + 1:
+		qTileQ5_KAVX2_4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ5KAVX2 + 2:
+		qTileQ5_KAVX2_4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ6KAVX2 + 1:
+		qTileQ6_KAVX2_4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ6KAVX2 + 2:
+		qTileQ6_KAVX2_4x2(w, a, as, groups, out, os, tiles)
 	default:
 		panic("kernels: no tile kernel")
 	}
@@ -368,15 +402,10 @@ func runTile(kind int, w []byte, nr int, a []byte, as, nc, groups, tg, ag int, o
 // avx2Q is the integer path with AVX2: Q8_0 products by the sign trick
 // (no correction), Q4_0 ones with unsigned nibbles (correction -8·Σ).
 var avx2Q = qImpl{
-	actSize: func(cols, s int) int {
-		if isK(s) {
-			return genericQ.actSize(cols, s)
-		}
-		return qActSize(cols, s)
-	},
+	actSize: qActSize,
 	quantize: func(dst []byte, x []float32, s int, natural bool) {
 		if isK(s) {
-			quantActGenericK(dst, x)
+			quantActK(dst, x, natural)
 			return
 		}
 		k := 0
@@ -387,7 +416,7 @@ var avx2Q = qImpl{
 	},
 	direct: func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
 		if isK(s) {
-			qTileGenericK(w, rs, nr, a, 0, 1, cols, s, out, 0)
+			runDirectK(s, false, w, rs, nr, a, cols, out)
 			return
 		}
 		f := qDirectQ8AVX2
@@ -396,25 +425,27 @@ var avx2Q = qImpl{
 		}
 		runDirect(f, s, w, rs, nr, a, cols, out)
 	},
-	tileSize: func(cols, s int) int {
-		if isK(s) {
-			return 0
-		}
-		return qTileSize(cols, s)
-	},
+	tileSize: qTileSize,
 	pack: func(dst []byte, rows []byte, rs, nr, cols, s int) {
+		if isK(s) {
+			packRowsK(dst, rows, rs, nr, cols, s)
+			return
+		}
 		packRows(dst, rows, rs, nr, cols, s, 0)
 	},
 	tile: func(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
-		if isK(s) {
-			qTileGenericK(w, rs, nr, a, as, nc, cols, s, out, os)
-			return
+		switch s {
+		case slotQ4_K:
+			runTile(tilesQ4KAVX2, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ5_K:
+			runTile(tilesQ5KAVX2, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ6_K:
+			runTile(tilesQ6KAVX2, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ4_0:
+			runTile(tilesQ4AVX2, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
+		default:
+			runTile(tilesQ8AVX2, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
 		}
-		kind := tilesQ8AVX2
-		if s == slotQ4_0 {
-			kind = tilesQ4AVX2
-		}
-		runTile(kind, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
 	},
 	maxCols: 2,
 }

@@ -46,6 +46,11 @@ func (g *gen) kquant() {
 	for c := 1; c <= 3; c++ {
 		g.kTileVNNI(true, c)
 	}
+	for _, t := range []kType{kQ4, kQ5, kQ6} {
+		for c := 1; c <= 2; c++ {
+			g.kTileAVX2(t, c)
+		}
+	}
 }
 
 func (g *gen) kConstants() {
@@ -417,6 +422,128 @@ func (g *gen) kTileVNNI(q6 bool, c int) {
 	g.i("JNZ loop")
 	for k := range c {
 		g.reduce([4]int{f(0, k), f(1, k), f(2, k), f(3, k)}, 12, 13)
+	}
+	g.tileEnd()
+	g.i("VZEROUPPER")
+	g.i("RET")
+	g.line("")
+}
+
+// kTileAVX2 writes the AVX2 tile kernel for packed tiles of K-quant type t
+// (qTileQ4_KAVX2_4x<c>, and likewise Q5_K and Q6_K), 4 rows × c ≤ 2
+// activation rows in the transposed K layout, with the signature of
+// kTileVNNI's. The products are VPMADDUBSW pairs (unsigned weights ≤ 63
+// by int8 activations, at most 2·63·127 in magnitude), added up in int16
+// as far as they cannot overflow (Q4_K: a whole super-block, 8·2·15·127;
+// Q5_K and Q6_K: two steps), then widened by VPMADDWD into the int32
+// accumulators Y0-Y7; the float accumulators are on the stack. The
+// scales are applied as kTileVNNI applies them.
+func (g *gen) kTileAVX2(t kType, c int) {
+	name := fmt.Sprintf("qTile%sAVX2_4x%d", t, c)
+	ia := func(r, k int) int { return r + 4*k }
+	facc := func(r, k int) string { return fmt.Sprintf("%d(SP)", 32*(r+4*k)) }
+	g.tileHeader(name, 128*c)
+	g.i("VXORPS Y0, Y0, Y0")
+	for k := range c {
+		for r := range 4 {
+			g.i("VMOVUPS Y0, %s", facc(r, k))
+		}
+	}
+	g.line("")
+	g.line("loop:")
+	init := func(off int) {
+		for k := range c {
+			for r := range 4 {
+				if off < 0 {
+					g.i("VPXOR %s, %s, %s", y(ia(r, k)), y(ia(r, k)), y(ia(r, k)))
+				} else {
+					g.i("VMOVDQU %s, %s", col(k, off), y(ia(r, k)))
+				}
+			}
+		}
+	}
+	// steps adds the products of steps [s0, s1) to the accumulators.
+	steps := func(s0, s1 int) {
+		if t == kQ4 {
+			// int16 accumulators, widened at the end.
+			for s := s0; s < s1; s++ {
+				for k := range c {
+					g.i("VMOVDQU %s, %s", col(k, 32*s), y(8+k))
+				}
+				for r := range 4 {
+					g.i("VMOVDQU %d(SI), Y10", 128*s+32*r)
+					for k := range c {
+						g.i("VPMADDUBSW %s, Y10, Y11", y(8+k))
+						g.i("VPADDW Y11, %s, %s", y(ia(r, k)), y(ia(r, k)))
+					}
+				}
+			}
+			for k := range c {
+				for r := range 4 {
+					g.i("VPMADDWD ones16<>(SB), %s, %s", y(ia(r, k)), y(ia(r, k)))
+				}
+			}
+			return
+		}
+		for s := s0; s < s1; s += 2 {
+			for k := range c {
+				g.i("VMOVDQU %s, %s", col(k, 32*s), y(8+k))
+				g.i("VMOVDQU %s, %s", col(k, 32*s+32), y(10+k))
+			}
+			for r := range 4 {
+				g.i("VMOVDQU %d(SI), Y12", 128*s+32*r)
+				g.i("VMOVDQU %d(SI), Y13", 128*s+128+32*r)
+				for k := range c {
+					g.i("VPMADDUBSW %s, Y12, Y14", y(8+k))
+					g.i("VPMADDUBSW %s, Y13, Y15", y(10+k))
+					g.i("VPADDW Y15, Y14, Y14")
+					g.i("VPMADDWD ones16<>(SB), Y14, Y14")
+					g.i("VPADDD Y14, %s, %s", y(ia(r, k)), y(ia(r, k)))
+				}
+			}
+		}
+	}
+	// scale adds idot·(scale_r·dx) for the scales at off(SI), and with
+	// mins -b_r·t.
+	scale := func(off int, mins bool) {
+		for k := range c {
+			g.i("VMOVUPS %s, Y14", col(k, actScale))
+			if mins {
+				g.i("VMOVUPS %s, Y15", col(k, kActT))
+			}
+			for r := range 4 {
+				g.i("VMULPS %d(SI), Y14, Y12", off+32*r)
+				g.i("VCVTDQ2PS %s, %s", y(ia(r, k)), y(ia(r, k)))
+				g.i("VMOVUPS %s, Y13", facc(r, k))
+				g.i("VFMADD231PS %s, Y12, Y13", y(ia(r, k)))
+				if mins {
+					g.i("VFNMADD231PS %d(SI), Y15, Y13", kTileB+32*r)
+				}
+				g.i("VMOVUPS Y13, %s", facc(r, k))
+			}
+		}
+	}
+	if t == kQ6 {
+		init(kActLo)
+		steps(0, 4)
+		scale(kTileA, false)
+		init(kActHi)
+		steps(4, 8)
+		scale(kTileB, false)
+	} else {
+		init(-1)
+		steps(0, 8)
+		scale(kTileA, true)
+	}
+	g.i("ADDQ $%d, SI", kTileGroup)
+	g.i("ADDQ $%d, DI", kActGroup)
+	g.i("DECQ CX")
+	g.i("JNZ loop")
+	for k := range c {
+		for r := range 4 {
+			g.i("VMOVUPS %s, %s", facc(r, k), y(r))
+		}
+		g.reduce([4]int{0, 1, 2, 3}, 4, 5)
 	}
 	g.tileEnd()
 	g.i("VZEROUPPER")
