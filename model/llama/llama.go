@@ -24,9 +24,6 @@ func init() {
 	model.Register(Load, "llama", "qwen2")
 }
 
-// matmulTypes are the weight types the kernels multiply.
-var matmulTypes = map[quant.Type]bool{quant.F32: true, quant.F16: true, quant.BF16: true, quant.Q8_0: true, quant.Q4_0: true}
-
 type layer struct {
 	attnNorm, ffnNorm []float32
 	wq, wk, wv, wo    kernels.Matrix
@@ -259,7 +256,7 @@ func (t *tensors) matrix(name string, cols, rows int) kernels.Matrix {
 		t.err = fmt.Errorf("llama: tensor %s has shape %v, want [%d %d]", name, x.Dims, cols, rows)
 		return kernels.Matrix{}
 	}
-	if !matmulTypes[x.Type] {
+	if !kernels.Supported(x.Type) { // the types the kernels multiply fast
 		t.err = fmt.Errorf("llama: tensor %s has type %s: %w", name, x.Type, model.ErrUnsupported)
 		return kernels.Matrix{}
 	}
