@@ -22,7 +22,7 @@ var benchShapes = []struct{ rows, cols int }{
 	{768, 768}, {2048, 768}, {768, 2048}, {4096, 4096},
 }
 
-var benchTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0}
+var benchTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q5_K, quant.Q6_K}
 
 func randMatrix(r *rand.Rand, t quant.Type, rows, cols int) Matrix {
 	rs, err := t.RowSize(cols)

@@ -165,6 +165,14 @@ func TestMatMulPanics(t *testing.T) {
 		{"unsupported", func() {
 			MatMul(nil, make([]float32, 1), Matrix{Type: quant.IQ2_XXS, Data: make([]byte, 66), Rows: 1, Cols: 256}, make([]float32, 256), 1)
 		}},
+		{"K-quant partial super-block", func() {
+			MatMul(nil, make([]float32, 2), Matrix{Type: quant.Q4_K, Data: make([]byte, 2*144), Rows: 2, Cols: 288}, make([]float32, 288), 1)
+		}},
+		{"K-quant short data", func() {
+			MatMul(nil, make([]float32, 3), Matrix{Type: quant.Q6_K, Data: make([]byte, 2*210), Rows: 3, Cols: 256}, make([]float32, 256), 1)
+		}},
+		{"DotRow Q5_K short row", func() { DotRow(quant.Q5_K, make([]byte, 175), make([]float32, 256)) }},
+		{"DequantizeRow Q6_K partial", func() { DequantizeRow(quant.Q6_K, make([]float32, 128), make([]byte, 105)) }},
 		{"DotRow short row", func() { DotRow(quant.Q8_0, make([]byte, 33), make([]float32, 32)) }},
 		{"Dot lengths", func() { Dot(make([]float32, 3), make([]float32, 4)) }},
 		{"Row out of range", func() { m.Row(2) }},
