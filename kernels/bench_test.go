@@ -22,7 +22,7 @@ var benchShapes = []struct{ rows, cols int }{
 	{768, 768}, {2048, 768}, {768, 2048}, {4096, 4096},
 }
 
-var benchTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0}
+var benchTypes = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q5_K, quant.Q6_K}
 
 func randMatrix(r *rand.Rand, t quant.Type, rows, cols int) Matrix {
 	rs, err := t.RowSize(cols)
@@ -185,14 +185,17 @@ func BenchmarkPoolFor(b *testing.B) {
 	})
 }
 
-// BenchmarkMatMulQ compares, for Q8_0 and Q4_0 weights, the float path
-// (float32 activations: DotRow per row for batch 1, as before the integer
-// path; the float tiles on dequantized rows for larger batches) with the
-// integer path of each kernel set, on the shapes of a 110M-parameter Llama
-// (dim 768, FFN 2048) at decode (batch 1), a few sequences (4), and
-// prefill (64, 512).
+// BenchmarkMatMulQ compares, for the integer path's weight types, the
+// float path (float32 activations: DotRow per row for batch 1, as before
+// the integer path; the float tiles on dequantized rows for larger
+// batches) with the integer path of each kernel set: Q8_0 and Q4_0 on the
+// shapes of a 110M-parameter Llama (dim 768, FFN 2048), and all of Q8_0,
+// Q4_0, Q4_K, Q5_K and Q6_K on those of TinyLlama 1.1B (dim 2048, FFN
+// 5632; the tl1B synth shape), at decode (batch 1), a few sequences (4),
+// and prefill (64, 512). GB/s is weight bytes per second.
 //
 //	go test -run - -bench MatMulQ -benchtime 20x ./kernels
+//	go test -run - -bench 'MatMulQ/.*/2048x5632/batch=(1|64)/int-avx512vnni' -benchtime 20x ./kernels
 func BenchmarkMatMulQ(b *testing.B) {
 	r := rand.New(rand.NewPCG(7, 8))
 	type path struct {
@@ -204,8 +207,15 @@ func BenchmarkMatMulQ(b *testing.B) {
 	for _, k := range sets {
 		paths = append(paths, path{"int-" + k.name, k, false})
 	}
-	for _, t := range []quant.Type{quant.Q8_0, quant.Q4_0} {
-		for _, s := range []struct{ rows, cols int }{{768, 768}, {2048, 768}, {768, 2048}} {
+	type shape struct{ rows, cols int }
+	small := []shape{{768, 768}, {2048, 768}, {768, 2048}}
+	tl1B := []shape{{2048, 2048}, {5632, 2048}, {2048, 5632}}
+	for _, t := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
+		shapes := tl1B
+		if t.BlockSize() != quant.QKK {
+			shapes = append(small, tl1B...)
+		}
+		for _, s := range shapes {
 			m := randMatrix(r, t, s.rows, s.cols)
 			for _, batch := range []int{1, 4, 64, 512} {
 				x := make([]float32, batch*s.cols)
@@ -214,8 +224,11 @@ func BenchmarkMatMulQ(b *testing.B) {
 				}
 				out := make([]float32, batch*s.rows)
 				for _, pa := range paths {
-					if pa.k.name == generic.name && batch > 4 {
+					if (pa.k.name == generic.name || pa.float) && batch > 4 && s.rows*s.cols > 1<<21 {
 						continue // minutes
+					}
+					if pa.k.name == generic.name && batch > 4 {
+						continue
 					}
 					name := fmt.Sprintf("%v/%dx%d/batch=%d/%s", t, s.rows, s.cols, batch, pa.name)
 					b.Run(name, func(b *testing.B) {
@@ -229,8 +242,10 @@ func BenchmarkMatMulQ(b *testing.B) {
 								MatMul(p, out, m, x, batch)
 							}
 						})
+						sec := b.Elapsed().Seconds()
 						flops := 2 * float64(s.rows) * float64(s.cols) * float64(batch) * float64(b.N)
-						b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+						b.ReportMetric(flops/sec/1e9, "GFLOP/s")
+						b.ReportMetric(float64(len(m.Data))*float64(b.N)/sec/1e9, "GB/s")
 					})
 				}
 			}

@@ -15,7 +15,8 @@ type impl struct {
 	// dequant[slot(t)] decodes one row of type t, to exactly
 	// quant.Dequantize's values; the sizes have been checked.
 	dequant [numFastTypes]func(dst []float32, row []byte)
-	// q is MatMul's integer path for Q8_0 and Q4_0 weights (matmul_int.go).
+	// q is MatMul's integer path for Q8_0, Q4_0 and the K-quant weights
+	// (matmul_int.go, matmul_kquant.go).
 	q qImpl
 	// f is MatMul's batched float path (matmul_float.go).
 	f fImpl
@@ -48,6 +49,9 @@ const (
 	slotBF16
 	slotQ8_0
 	slotQ4_0
+	slotQ4_K
+	slotQ5_K
+	slotQ6_K
 	numFastTypes
 )
 
@@ -63,9 +67,18 @@ func slot(t quant.Type) int {
 		return slotQ8_0
 	case quant.Q4_0:
 		return slotQ4_0
+	case quant.Q4_K:
+		return slotQ4_K
+	case quant.Q5_K:
+		return slotQ5_K
+	case quant.Q6_K:
+		return slotQ6_K
 	}
 	return -1
 }
+
+// isK reports whether slot s is a K-quant type (256-element super-blocks).
+func isK(s int) bool { return s >= slotQ4_K }
 
 var generic = impl{
 	name: "generic",
@@ -77,6 +90,9 @@ var generic = impl{
 		slotBF16: dotBF16Generic,
 		slotQ8_0: dotQ8_0Generic,
 		slotQ4_0: dotQ4_0Generic,
+		slotQ4_K: dotQ4_KGeneric,
+		slotQ5_K: dotQ5_KGeneric,
+		slotQ6_K: dotQ6_KGeneric,
 	},
 	dequant: [numFastTypes]func([]float32, []byte){
 		slotF32:  func(dst []float32, row []byte) { dequantizeGeneric(quant.F32, dst, row) },
@@ -84,6 +100,9 @@ var generic = impl{
 		slotBF16: func(dst []float32, row []byte) { dequantizeGeneric(quant.BF16, dst, row) },
 		slotQ8_0: func(dst []float32, row []byte) { dequantizeGeneric(quant.Q8_0, dst, row) },
 		slotQ4_0: func(dst []float32, row []byte) { dequantizeGeneric(quant.Q4_0, dst, row) },
+		slotQ4_K: dequantQ4_KGeneric,
+		slotQ5_K: dequantQ5_KGeneric,
+		slotQ6_K: dequantQ6_KGeneric,
 	},
 	q: genericQ,
 	f: genericF,

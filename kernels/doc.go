@@ -1,9 +1,10 @@
 // Package kernels holds the numeric inner loops of inference on the CPU:
 // dot products and matrix–vector/matrix products over weights in their
-// stored element types (F32, F16, BF16, Q8_0, Q4_0; [MatMul] quantizes the
-// activations to 8-bit blocks for Q8_0 and Q4_0 weights and multiplies in
-// integers, as llama.cpp does), RMSNorm, softmax, SwiGLU, rotary
-// embeddings, and a persistent worker [Pool] to run them in parallel.
+// stored element types (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K;
+// [MatMul] quantizes the activations to 8-bit blocks for the quantized
+// weight types and multiplies in integers, as llama.cpp does), RMSNorm,
+// softmax, SwiGLU, rotary embeddings, and a persistent worker [Pool] to
+// run them in parallel.
 //
 // Each kernel's doc comment gives its reference loop: the plain Go that
 // defines what it computes. The portable implementations live in

@@ -308,3 +308,152 @@ func dequantizeGeneric(t quant.Type, dst []float32, row []byte) bool {
 	}
 	return true
 }
+
+// The K-quant types store 256 elements per super-block in 8 sub-blocks of
+// 32 (Q4_K, Q5_K: a 6-bit scale and min each) or 16 groups of 16 (Q6_K: an
+// int8 scale each); quant/block.go has the layouts.
+
+// kScaleMin unpacks the 6-bit scales and mins of the 8 sub-blocks of a
+// Q4_K or Q5_K super-block from its 12 scale bytes (ggml's
+// get_scale_min_k4).
+func kScaleMin(q *[12]byte) (sc, m [8]uint8) {
+	for j := range 4 {
+		sc[j] = q[j] & 63
+		m[j] = q[j+4] & 63
+		sc[j+4] = q[j+8]&15 | q[j]>>6<<4
+		m[j+4] = q[j+8]>>4 | q[j+4]>>6<<4
+	}
+	return sc, m
+}
+
+// kQuants45 sets q to the 256 unsigned quants of a Q4_K (five false) or
+// Q5_K super-block, in element order: sub-block j's element l is nibble
+// j%2 of qs[32(j/2)+l], plus 16 times bit j of qh[l] for Q5_K.
+func kQuants45(q *[quant.QKK]uint8, blk []byte, five bool) {
+	qs := (*[128]byte)(blk[16:])
+	if five {
+		qs = (*[128]byte)(blk[48:])
+	}
+	for c := range 4 {
+		src := (*[32]byte)(qs[32*c:])
+		lo := (*[32]uint8)(q[64*c:])
+		hi := (*[32]uint8)(q[64*c+32:])
+		for l, b := range src {
+			lo[l] = b & 15
+			hi[l] = b >> 4
+		}
+	}
+	if five {
+		qh := (*[32]byte)(blk[16:])
+		for j := range 8 {
+			sub := (*[32]uint8)(q[32*j:])
+			for l, h := range qh {
+				sub[l] |= (h >> j & 1) << 4
+			}
+		}
+	}
+}
+
+// kQuants6 sets q to the 256 unsigned quants (0-63, before the -32) of a
+// Q6_K super-block, in element order; element e has scale scales[e/16].
+func kQuants6(q *[quant.QKK]uint8, blk *[210]byte) {
+	for n := range 2 {
+		ql := (*[64]byte)(blk[64*n:])
+		qh := (*[32]byte)(blk[128+32*n:])
+		y := (*[128]uint8)(q[128*n:])
+		for l, h := range qh {
+			y[l] = ql[l]&15 | (h&3)<<4
+			y[l+32] = ql[l+32]&15 | (h>>2&3)<<4
+			y[l+64] = ql[l]>>4 | (h>>4&3)<<4
+			y[l+96] = ql[l+32]>>4 | (h>>6)<<4
+		}
+	}
+}
+
+// dequantQ4_KGeneric and dequantQ5_KGeneric decode rows exactly as
+// quant.Dequantize does: element = float32(d·sc·q) - dmin·m, the products
+// d·sc and dmin·m rounded to float32 first.
+func dequantQ4_KGeneric(dst []float32, row []byte) { dequantK45(dst, row, false) }
+func dequantQ5_KGeneric(dst []float32, row []byte) { dequantK45(dst, row, true) }
+
+func dequantK45(dst []float32, row []byte, five bool) {
+	bs := 144
+	if five {
+		bs = 176
+	}
+	nb := len(dst) / quant.QKK
+	row = row[:nb*bs]
+	var q [quant.QKK]uint8
+	for len(dst) >= quant.QKK {
+		y := (*[quant.QKK]float32)(dst)
+		d := quant.F16ToF32(uint16(row[0]) | uint16(row[1])<<8)
+		dmin := quant.F16ToF32(uint16(row[2]) | uint16(row[3])<<8)
+		sc, m := kScaleMin((*[12]byte)(row[4:]))
+		kQuants45(&q, row[:bs], five)
+		for j := range 8 {
+			a, b := float32(d*float32(sc[j])), float32(dmin*float32(m[j]))
+			src := (*[32]uint8)(q[32*j:])
+			out := (*[32]float32)(y[32*j:])
+			for l, v := range src {
+				out[l] = float32(a*float32(v)) - b
+			}
+		}
+		row, dst = row[bs:], dst[quant.QKK:]
+	}
+}
+
+// dequantQ6_KGeneric decodes rows exactly as quant.Dequantize does:
+// element = float32(d·sc)·(q-32).
+func dequantQ6_KGeneric(dst []float32, row []byte) {
+	nb := len(dst) / quant.QKK
+	row = row[:nb*210]
+	var q [quant.QKK]uint8
+	for len(dst) >= quant.QKK {
+		y := (*[quant.QKK]float32)(dst)
+		blk := (*[210]byte)(row)
+		d := quant.F16ToF32(uint16(blk[208]) | uint16(blk[209])<<8)
+		kQuants6(&q, blk)
+		for g := range 16 {
+			a := float32(d * float32(int8(blk[192+g])))
+			src := (*[16]uint8)(q[16*g:])
+			out := (*[16]float32)(y[16*g:])
+			for l, v := range src {
+				out[l] = a * float32(int32(v)-32)
+			}
+		}
+		row, dst = row[210:], dst[quant.QKK:]
+	}
+}
+
+// dotQ4_KGeneric, dotQ5_KGeneric and dotQ6_KGeneric are
+//
+//	w := make([]float32, len(x)); quant.Dequantize(t, w, row)
+//	for k := range x { sum += w[k] * x[k] }
+//
+// a super-block at a time (dequantized exactly, then dotGeneric).
+func dotQ4_KGeneric(row []byte, x []float32) float32 { return dotK(row, x, slotQ4_K) }
+func dotQ5_KGeneric(row []byte, x []float32) float32 { return dotK(row, x, slotQ5_K) }
+func dotQ6_KGeneric(row []byte, x []float32) float32 { return dotK(row, x, slotQ6_K) }
+
+func dotK(row []byte, x []float32, s int) float32 {
+	bs := fastLayouts[s].typeSize
+	nb := len(x) / quant.QKK
+	row = row[:nb*bs]
+	var w [quant.QKK]float32
+	var sum float32
+	for b := range nb {
+		// Direct calls, not through a func value, so that w stays on the
+		// stack.
+		blk := row[b*bs : (b+1)*bs]
+		switch s {
+		case slotQ4_K:
+			dequantK45(w[:], blk, false)
+		case slotQ5_K:
+			dequantK45(w[:], blk, true)
+		default:
+			dequantQ6_KGeneric(w[:], blk)
+		}
+		sum += dotGeneric(w[:], x[b*quant.QKK:(b+1)*quant.QKK])
+	}
+	return sum
+}

@@ -38,10 +38,13 @@ func exported(t *testing.T) kerneltest.Impl {
 			}
 			MatMul(p, out, Matrix{Type: typ, Data: data, Rows: rows, Cols: cols}, x, batch)
 		},
-		Types:    slices.Concat(kerneltest.DefaultTypes, []quant.Type{quant.Q4_K, quant.Q6_K, quant.Q5_0}),
-		IntTypes: []quant.Type{quant.Q8_0, quant.Q4_0},
+		Types:    slices.Concat(kerneltest.DefaultTypes, kTypes, []quant.Type{quant.Q5_0}),
+		IntTypes: slices.Concat([]quant.Type{quant.Q8_0, quant.Q4_0}, kTypes),
 	}
 }
+
+// kTypes are the K-quant types with dedicated kernels.
+var kTypes = []quant.Type{quant.Q4_K, quant.Q5_K, quant.Q6_K}
 
 // withImpl runs f with the kernel set k swapped in for active.
 func withImpl(k impl, f func()) {
@@ -68,7 +71,7 @@ func TestMatMulNilPool(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	p := NewPool(2)
 	defer p.Close()
-	for _, typ := range []quant.Type{quant.F32, quant.Q8_0, quant.Q4_0, quant.Q4_K} {
+	for _, typ := range []quant.Type{quant.F32, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.Q5_0} {
 		const rows, cols = 70, 512
 		var data []byte
 		for range rows {
@@ -105,8 +108,12 @@ func TestMatMulBatchIndependence(t *testing.T) {
 	p := NewPool(2)
 	defer p.Close()
 	for _, k := range sets {
-		for _, typ := range []quant.Type{quant.F32, quant.F16, quant.Q8_0, quant.Q4_0} {
-			for _, cols := range []int{96, 800} {
+		for _, typ := range []quant.Type{quant.F32, quant.F16, quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
+			colsList := []int{96, 800}
+			if typ.BlockSize() == quant.QKK {
+				colsList = []int{256, 1280}
+			}
+			for _, cols := range colsList {
 				const rows = 37
 				var data []byte
 				for range rows {
@@ -158,6 +165,14 @@ func TestMatMulPanics(t *testing.T) {
 		{"unsupported", func() {
 			MatMul(nil, make([]float32, 1), Matrix{Type: quant.IQ2_XXS, Data: make([]byte, 66), Rows: 1, Cols: 256}, make([]float32, 256), 1)
 		}},
+		{"K-quant partial super-block", func() {
+			MatMul(nil, make([]float32, 2), Matrix{Type: quant.Q4_K, Data: make([]byte, 2*144), Rows: 2, Cols: 288}, make([]float32, 288), 1)
+		}},
+		{"K-quant short data", func() {
+			MatMul(nil, make([]float32, 3), Matrix{Type: quant.Q6_K, Data: make([]byte, 2*210), Rows: 3, Cols: 256}, make([]float32, 256), 1)
+		}},
+		{"DotRow Q5_K short row", func() { DotRow(quant.Q5_K, make([]byte, 175), make([]float32, 256)) }},
+		{"DequantizeRow Q6_K partial", func() { DequantizeRow(quant.Q6_K, make([]float32, 128), make([]byte, 105)) }},
 		{"DotRow short row", func() { DotRow(quant.Q8_0, make([]byte, 33), make([]float32, 32)) }},
 		{"Dot lengths", func() { Dot(make([]float32, 3), make([]float32, 4)) }},
 		{"Row out of range", func() { m.Row(2) }},
@@ -313,6 +328,15 @@ func TestAllocs(t *testing.T) {
 	}
 	mo := Matrix{Type: quant.Q4_0, Data: odata, Rows: 70, Cols: 288}
 	mfo := Matrix{Type: quant.F32, Data: fodata, Rows: 70, Cols: 288}
+	var mk []Matrix
+	for _, typ := range kTypes {
+		var d []byte
+		for range 70 {
+			row, _ := kerneltest.RandRow(r, typ, 768)
+			d = append(d, row...)
+		}
+		mk = append(mk, Matrix{Type: typ, Data: d, Rows: 70, Cols: 768})
+	}
 	x := make([]float32, 64*(cols+4))
 	out := make([]float32, 64*rows)
 	fn := func(lo, hi int) {}
@@ -328,6 +352,14 @@ func TestAllocs(t *testing.T) {
 		{"MatMul odd", func() { MatMul(p, out, mo, x, 1) }},
 		{"MatMul odd batch", func() { MatMul(p, out, mo, x, 5) }},
 		{"MatMul odd F32 batch", func() { MatMul(p, out, mfo, x, 5) }},
+		{"MatMul Q4_K", func() { MatMul(p, out, mk[0], x, 1) }},
+		{"MatMul Q4_K batch 40", func() { MatMul(p, out, mk[0], x, 40) }},
+		{"MatMul Q5_K", func() { MatMul(p, out, mk[1], x, 1) }},
+		{"MatMul Q5_K batch", func() { MatMul(p, out, mk[1], x, 5) }},
+		{"MatMul Q6_K", func() { MatMul(p, out, mk[2], x, 1) }},
+		{"MatMul Q6_K batch 40", func() { MatMul(p, out, mk[2], x, 40) }},
+		{"DotRow Q4_K", func() { DotRow(quant.Q4_K, mk[0].Row(3), x[:768]) }},
+		{"DequantizeRow Q6_K", func() { DequantizeRow(quant.Q6_K, x[:768], mk[2].Row(3)) }},
 		{"Softmax", func() { Softmax(x[:1000]) }},
 		{"SiLUMul", func() { SiLUMul(x[:1000], x[1000:2000]) }},
 		{"DotRow", func() { DotRow(quant.Q8_0, m.Row(3), x[:cols]) }},
@@ -342,7 +374,7 @@ func TestAllocs(t *testing.T) {
 // TestFastLayouts keeps the kernels' copy of the block layouts in step with
 // quant's.
 func TestFastLayouts(t *testing.T) {
-	for _, typ := range []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0} {
+	for _, typ := range slices.Concat(kerneltest.DefaultTypes, kTypes) {
 		l := fastLayouts[slot(typ)]
 		if l.blockSize != typ.BlockSize() || l.typeSize != typ.TypeSize() {
 			t.Errorf("fastLayouts[%v] = %+v, quant says %d/%d", typ, l, typ.BlockSize(), typ.TypeSize())
@@ -378,8 +410,12 @@ func TestIntPathSetsAgree(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	p := NewPool(2)
 	defer p.Close()
-	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0} {
-		for _, cols := range []int{32, 288, 768, 2080} {
+	for _, typ := range slices.Concat([]quant.Type{quant.Q8_0, quant.Q4_0}, kTypes) {
+		colsList := []int{32, 288, 768, 2080}
+		if typ.BlockSize() == quant.QKK {
+			colsList = []int{256, 768, 2304}
+		}
+		for _, cols := range colsList {
 			const rows, batch = 45, 7
 			var data []byte
 			for range rows {

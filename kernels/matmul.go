@@ -37,7 +37,7 @@ func (m Matrix) Row(r int) []byte {
 }
 
 // Supported reports whether t has a dedicated (fast) dot-product kernel:
-// F32, F16, BF16, Q8_0 and Q4_0. [DotRow], [DequantizeRow] and [MatMul] also
+// F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K. [DotRow], [DequantizeRow] and [MatMul] also
 // accept every other type quant.Dequantize supports, through a slower path
 // that dequantizes first.
 func Supported(t quant.Type) bool { return slot(t) >= 0 }
@@ -113,6 +113,9 @@ var fastLayouts = [numFastTypes]struct{ blockSize, typeSize int }{
 	slotBF16: {1, 2},
 	slotQ8_0: {quant.QK8_0, 34},
 	slotQ4_0: {quant.QK4_0, 18},
+	slotQ4_K: {quant.QKK, 144},
+	slotQ5_K: {quant.QKK, 176},
+	slotQ6_K: {quant.QKK, 210},
 }
 
 var bufPool sync.Pool // of *[]float32
@@ -142,22 +145,24 @@ const parallelMin = 1 << 15
 //	}
 //
 // splitting the work across p's threads (a nil p runs on the calling
-// goroutine), except that for Q8_0 and Q4_0 weights x is first quantized
-// (see below). len(x) must be at least batch*m.Cols and len(out) at least
+// goroutine), except that for Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights x
+// is first quantized (see below). len(x) must be at least batch*m.Cols and len(out) at least
 // batch*m.Rows; only those prefixes are used. It panics on bad shapes or an
 // unsupported type.
 //
 // Each weight row is read from memory once per call (a few times for long
 // batches of float weights, see matMulF), whatever batch is.
 //
-// Q8_0 and Q4_0 weights take the integer path, as llama.cpp does: each
-// activation row is quantized once per call with
+// Q8_0, Q4_0 and the K-quants Q4_K, Q5_K and Q6_K take the integer path,
+// as llama.cpp does: each activation row is quantized once per call with
 // quant.QuantizeActivations (blocks of 32 int8 and a float32 scale), and
-// the products are integer dot products per block, scaled by the two
-// blocks' scales. Quantizing the activations adds an error of at most
+// the products are integer dot products per block (per half block for
+// Q6_K), scaled by the two blocks' scales (and for Q4_K and Q5_K less the
+// weight sub-block's min times the activation block's sum). Quantizing the activations adds an error of at most
 // about Σ_blocks (max|x_block|/254)·Σ|w_block| (see
 // quant.QuantizeActivations) to each result, besides float rounding; the
-// canonical order of the float sums is in matmul_int.go. Every result
+// canonical order of the float sums is in matmul_int.go and
+// matmul_kquant.go. Every result
 // depends only on its own weight row and x row, bit for bit: not on batch,
 // the row's position in the batch, or the thread count.
 //
@@ -252,7 +257,7 @@ func (j *mmJob) split(threads, maxPanel, maxCols, maxChunk int) int {
 // matMulQ is MatMul's integer path.
 func matMulQ(p *Pool, j mmJob) {
 	q := &active.q
-	j.as = q.actSize(j.cols)
+	j.as = q.actSize(j.cols, slot(j.t))
 	units := j.split(p.Threads(), qPanelRows, q.maxCols, j.batch)
 	j.mode = mmInt
 	if j.batch == 1 && q.direct != nil {

@@ -51,6 +51,157 @@ func qPackQ8_0(dst, src *byte, groups, mask int)
 //go:noescape
 func qPackQ4_0(dst, src *byte, groups int)
 
+// The K-quant kernels (matmul_kquant.go): qQuantActK(N) quantizes
+// groups×256 floats of x into the K layout (transposed, or natural), as
+// quant.QuantizeActivations does; the direct kernels are qDirectQ8VNNI's
+// kind for the K types, groups super-blocks per row; qPack<type> packs
+// groups super-blocks of one row into a tile's row slot; the tile kernels
+// are qTileVNNI4x<n>'s kind, qTileK4 for Q4_K and Q5_K, qTileK6 for Q6_K,
+// and for AVX2 qTile<type>AVX2_4x<n>, on the same layouts.
+
+//go:noescape
+func qQuantActK(dst *byte, x *float32, groups int)
+
+//go:noescape
+func qQuantActKN(dst *byte, x *float32, groups int)
+
+//go:noescape
+func qDirectQ4_KVNNI(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ5_KVNNI(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ6_KVNNI(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ4_KAVX2(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ5_KAVX2(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qDirectQ6_KAVX2(w *byte, rs, rows int, a *byte, groups int, out *float32)
+
+//go:noescape
+func qPackQ4_K(dst, src *byte, groups int)
+
+//go:noescape
+func qPackQ5_K(dst, src *byte, groups int)
+
+//go:noescape
+func qPackQ6_K(dst, src *byte, groups int)
+
+//go:noescape
+func qTileK4VNNI4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK4VNNI4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK4VNNI4x3(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK6VNNI4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK6VNNI4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileK6VNNI4x3(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ4_KAVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ4_KAVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ5_KAVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ5_KAVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ6_KAVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+//go:noescape
+func qTileQ6_KAVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
+
+// quantActK quantizes one activation row (a whole number of super-blocks)
+// into the K layout, natural or transposed.
+func quantActK(dst []byte, x []float32, natural bool) {
+	groups := len(x) / quant.QKK
+	if groups == 0 {
+		return
+	}
+	_ = dst[groups*kActGroup-1]
+	_ = x[groups*quant.QKK-1]
+	if natural {
+		qQuantActKN(&dst[0], &x[0], groups)
+	} else {
+		qQuantActK(&dst[0], &x[0], groups)
+	}
+}
+
+// runDirectK checks the sizes and calls the direct kernel for nr rows of
+// slot s's super-blocks.
+func runDirectK(s int, vnni bool, w []byte, rs, nr int, a []byte, cols int, out []float32) {
+	groups := cols / quant.QKK
+	if groups == 0 {
+		clear(out[:nr])
+		return
+	}
+	_ = w[(nr-1)*rs+groups*fastLayouts[s].typeSize-1]
+	_ = a[groups*kActGroup-1]
+	_ = out[nr-1]
+	switch {
+	case s == slotQ4_K && vnni:
+		qDirectQ4_KVNNI(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ5_K && vnni:
+		qDirectQ5_KVNNI(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ6_K && vnni:
+		qDirectQ6_KVNNI(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ4_K:
+		qDirectQ4_KAVX2(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ5_K:
+		qDirectQ5_KAVX2(&w[0], rs, nr, &a[0], groups, &out[0])
+	case s == slotQ6_K:
+		qDirectQ6_KAVX2(&w[0], rs, nr, &a[0], groups, &out[0])
+	default:
+		panic("kernels: no direct kernel")
+	}
+}
+
+// packRowsK packs nr ≤ 4 rows of slot s into a K tile.
+func packRowsK(dst []byte, rows []byte, rs, nr, cols, s int) {
+	groups := cols / quant.QKK
+	if groups == 0 {
+		return
+	}
+	_ = dst[groups*kTileGroup-1]
+	bs := fastLayouts[s].typeSize
+	for r := range nr {
+		row := rows[r*rs : (r+1)*rs]
+		_ = row[groups*bs-1]
+		switch s {
+		case slotQ4_K:
+			qPackQ4_K(&dst[32*r], &row[0], groups)
+		case slotQ5_K:
+			qPackQ5_K(&dst[32*r], &row[0], groups)
+		default:
+			qPackQ6_K(&dst[32*r], &row[0], groups)
+		}
+	}
+	// Rows past the matrix: zero scales, so their (unused) sums are 0.
+	for r := nr; r < qTileRows; r++ {
+		for g := range groups {
+			clear(dst[g*kTileGroup+kTileA+32*r : g*kTileGroup+kTileA+32*r+32])
+			clear(dst[g*kTileGroup+kTileB+32*r : g*kTileGroup+kTileB+32*r+32])
+		}
+	}
+}
+
 // The tile kernels compute out[k*os+r] for the 4·tiles weight rows r of the
 // packed tiles at w and activation rows k of a (as bytes apart), over
 // groups groups.
@@ -78,8 +229,19 @@ func qTileQ4AVX2_4x1(w, a *byte, as, groups int, out *float32, os, tiles int)
 //go:noescape
 func qTileQ4AVX2_4x2(w, a *byte, as, groups int, out *float32, os, tiles int)
 
-func qActSize(cols int) int  { return qGroups(cols) * qActGroup }
-func qTileSize(cols int) int { return qGroups(cols) * qTileGroup }
+func qActSize(cols, s int) int {
+	if isK(s) {
+		return cols / quant.QKK * kActGroup
+	}
+	return qGroups(cols) * qActGroup
+}
+
+func qTileSize(cols, s int) int {
+	if isK(s) {
+		return cols / quant.QKK * kTileGroup
+	}
+	return qGroups(cols) * qTileGroup
+}
 
 // quantAct quantizes one activation row with corrections k·Σ, in the
 // natural layout or the transposed one.
@@ -162,6 +324,11 @@ const (
 	tilesVNNI = iota
 	tilesQ8AVX2
 	tilesQ4AVX2
+	tilesK4VNNI
+	tilesK6VNNI
+	tilesQ4KAVX2
+	tilesQ5KAVX2
+	tilesQ6KAVX2
 )
 
 // callTile calls kernel family kind for nc activation rows, directly (see
@@ -182,18 +349,42 @@ func callTile(kind, nc int, w, a *byte, as, groups int, out *float32, os, tiles 
 		qTileQ4AVX2_4x1(w, a, as, groups, out, os, tiles)
 	case 4*tilesQ4AVX2 + 2:
 		qTileQ4AVX2_4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesK4VNNI + 1:
+		qTileK4VNNI4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesK4VNNI + 2:
+		qTileK4VNNI4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesK4VNNI + 3:
+		qTileK4VNNI4x3(w, a, as, groups, out, os, tiles)
+	case 4*tilesK6VNNI + 1:
+		qTileK6VNNI4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesK6VNNI + 2:
+		qTileK6VNNI4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesK6VNNI + 3:
+		qTileK6VNNI4x3(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ4KAVX2 + 1:
+		qTileQ4_KAVX2_4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ4KAVX2 + 2:
+		qTileQ4_KAVX2_4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ5KAVX2 + 1:
+		qTileQ5_KAVX2_4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ5KAVX2 + 2:
+		qTileQ5_KAVX2_4x2(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ6KAVX2 + 1:
+		qTileQ6_KAVX2_4x1(w, a, as, groups, out, os, tiles)
+	case 4*tilesQ6KAVX2 + 2:
+		qTileQ6_KAVX2_4x2(w, a, as, groups, out, os, tiles)
 	default:
 		panic("kernels: no tile kernel")
 	}
 }
 
-// runTile calls the kernel for nr rows (ceil(nr/4) packed tiles) and nc
-// activation rows, through a buffer for a last tile of fewer than 4 rows.
-func runTile(kind int, w []byte, nr int, a []byte, as, nc, cols int, out []float32, os int) {
-	groups := qGroups(cols)
-	ts := groups * qTileGroup
+// runTile calls the kernel for nr rows (ceil(nr/4) packed tiles of groups
+// groups of tg bytes) and nc activation rows (of groups groups of ag
+// bytes), through a buffer for a last tile of fewer than 4 rows.
+func runTile(kind int, w []byte, nr int, a []byte, as, nc, groups, tg, ag int, out []float32, os int) {
+	ts := groups * tg
 	_ = w[(nr+3)/4*ts-1]
-	_ = a[(nc-1)*as+groups*qActGroup-1]
+	_ = a[(nc-1)*as+groups*ag-1]
 	if full := nr / 4; full > 0 {
 		_ = out[(nc-1)*os+4*full-1]
 		callTile(kind, nc, &w[0], &a[0], as, groups, &out[0], os, full)
@@ -213,6 +404,10 @@ func runTile(kind int, w []byte, nr int, a []byte, as, nc, cols int, out []float
 var avx2Q = qImpl{
 	actSize: qActSize,
 	quantize: func(dst []byte, x []float32, s int, natural bool) {
+		if isK(s) {
+			quantActK(dst, x, natural)
+			return
+		}
 		k := 0
 		if s == slotQ4_0 {
 			k = -8
@@ -220,6 +415,10 @@ var avx2Q = qImpl{
 		quantAct(dst, x, k, natural)
 	},
 	direct: func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
+		if isK(s) {
+			runDirectK(s, false, w, rs, nr, a, cols, out)
+			return
+		}
 		f := qDirectQ8AVX2
 		if s == slotQ4_0 {
 			f = qDirectQ4AVX2
@@ -228,14 +427,25 @@ var avx2Q = qImpl{
 	},
 	tileSize: qTileSize,
 	pack: func(dst []byte, rows []byte, rs, nr, cols, s int) {
+		if isK(s) {
+			packRowsK(dst, rows, rs, nr, cols, s)
+			return
+		}
 		packRows(dst, rows, rs, nr, cols, s, 0)
 	},
 	tile: func(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
-		kind := tilesQ8AVX2
-		if s == slotQ4_0 {
-			kind = tilesQ4AVX2
+		switch s {
+		case slotQ4_K:
+			runTile(tilesQ4KAVX2, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ5_K:
+			runTile(tilesQ5KAVX2, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ6_K:
+			runTile(tilesQ6KAVX2, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ4_0:
+			runTile(tilesQ4AVX2, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
+		default:
+			runTile(tilesQ8AVX2, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
 		}
-		runTile(kind, w, nr, a, as, nc, cols, out, os)
 	},
 	maxCols: 2,
 }
@@ -246,6 +456,10 @@ var avx2Q = qImpl{
 var vnniQ = qImpl{
 	actSize: qActSize,
 	quantize: func(dst []byte, x []float32, s int, natural bool) {
+		if isK(s) {
+			quantActK(dst, x, natural)
+			return
+		}
 		k := -128
 		if s == slotQ4_0 {
 			k = -8
@@ -253,6 +467,10 @@ var vnniQ = qImpl{
 		quantAct(dst, x, k, natural)
 	},
 	direct: func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
+		if isK(s) {
+			runDirectK(s, true, w, rs, nr, a, cols, out)
+			return
+		}
 		f := qDirectQ8VNNI
 		if s == slotQ4_0 {
 			f = qDirectQ4VNNI
@@ -261,10 +479,21 @@ var vnniQ = qImpl{
 	},
 	tileSize: qTileSize,
 	pack: func(dst []byte, rows []byte, rs, nr, cols, s int) {
+		if isK(s) {
+			packRowsK(dst, rows, rs, nr, cols, s)
+			return
+		}
 		packRows(dst, rows, rs, nr, cols, s, 0x80)
 	},
 	tile: func(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
-		runTile(tilesVNNI, w, nr, a, as, nc, cols, out, os)
+		switch s {
+		case slotQ4_K, slotQ5_K:
+			runTile(tilesK4VNNI, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		case slotQ6_K:
+			runTile(tilesK6VNNI, w, nr, a, as, nc, cols/quant.QKK, kTileGroup, kActGroup, out, os)
+		default:
+			runTile(tilesVNNI, w, nr, a, as, nc, qGroups(cols), qTileGroup, qActGroup, out, os)
+		}
 	},
 	maxCols: 3,
 }

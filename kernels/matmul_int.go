@@ -7,7 +7,8 @@ import (
 )
 
 // MatMul's integer path, for Q8_0 and Q4_0 weights (as llama.cpp's CPU
-// backend does it): the activation rows are quantized once per call with
+// backend does it; the K-quant types take it too, with the variations
+// matmul_kquant.go describes): the activation rows are quantized once per call with
 // quant.QuantizeActivations (blocks of 32 int8 with a float32 scale), and
 // each weight block meets each activation block in an integer dot product,
 // scaled by the product of the two scales. For one output, with nb blocks
@@ -79,8 +80,9 @@ const (
 // qImpl is a kernel set's integer path.
 type qImpl struct {
 	// actSize is the bytes one quantized activation row of cols elements
-	// takes; rows are that far apart. It is a multiple of 4.
-	actSize func(cols int) int
+	// takes for weights of slot s; rows are that far apart. It is a
+	// multiple of 4.
+	actSize func(cols, s int) int
 	// quantize quantizes one activation row for weights of slot s, in the
 	// layout direct reads if natural, else the one tile reads.
 	quantize func(dst []byte, x []float32, s int, natural bool)
@@ -88,9 +90,9 @@ type qImpl struct {
 	// rows r of w (in place, rs bytes apart) with the one activation row
 	// a (natural layout): what tile computes, for batch 1 without packing.
 	direct func(w []byte, rs, nr int, a []byte, cols, s int, out []float32)
-	// tileSize is the bytes of one packed tile of cols columns; 0 means
-	// tile reads weight rows in place and pack is not called.
-	tileSize func(cols int) int
+	// tileSize is the bytes of one packed tile of cols columns of slot s;
+	// 0 means tile reads weight rows in place and pack is not called.
+	tileSize func(cols, s int) int
 	// pack packs nr ≤ 4 weight rows of rs bytes (in rows) into a tile.
 	pack func(dst []byte, rows []byte, rs, nr, cols, s int)
 	// tile sets out[k*os+r] for r < nr, k < nc (nc ≤ maxCols) to weight
@@ -105,11 +107,15 @@ func qGroups(cols int) int { return (cols/quant.ActBlock + qGroupBlocks - 1) / q
 
 // intPath reports whether MatMul takes the integer path for type t.
 func intPath(t quant.Type) bool {
-	return !disableIntPath && (t == quant.Q8_0 || t == quant.Q4_0)
+	switch t {
+	case quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q5_K, quant.Q6_K:
+		return !disableIntPath
+	}
+	return false
 }
 
-// disableIntPath routes Q8_0 and Q4_0 through the float path, for
-// benchmarks that compare the two. Only tests set it.
+// disableIntPath routes the integer path's types through the float path,
+// for benchmarks that compare the two. Only tests set it.
 var disableIntPath bool
 
 // alignBytes returns n bytes of *buf starting at a 64-byte boundary,
@@ -146,7 +152,7 @@ func (j *mmJob) runQ(w, lo, hi int) {
 		}
 		return
 	}
-	ts := q.tileSize(j.cols)
+	ts := q.tileSize(j.cols, s)
 	var pk []byte
 	if ts > 0 {
 		n := qPanelRows / qTileRows * ts
@@ -178,17 +184,26 @@ func (j *mmJob) runQ(w, lo, hi int) {
 }
 
 // The portable integer path: activation rows are laid out as len(x) int8
-// quants followed by len(x)/32 float32 scales, and the tile reads the
-// weight rows in place.
+// quants followed by len(x)/32 float32 scales (and for the K-quants more,
+// see quantActGenericK), and the tile reads the weight rows in place.
 var genericQ = qImpl{
-	actSize:  func(cols int) int { return cols + cols/quant.ActBlock*4 },
+	actSize: func(cols, s int) int {
+		if isK(s) {
+			return cols + cols/quant.ActBlock*16
+		}
+		return cols + cols/quant.ActBlock*4
+	},
 	quantize: quantActGeneric,
-	tileSize: func(int) int { return 0 },
+	tileSize: func(int, int) int { return 0 },
 	tile:     qTileGeneric,
 	maxCols:  4,
 }
 
-func quantActGeneric(dst []byte, x []float32, _ int, _ bool) {
+func quantActGeneric(dst []byte, x []float32, s int, _ bool) {
+	if isK(s) {
+		quantActGenericK(dst, x)
+		return
+	}
 	n := len(x)
 	if n == 0 {
 		return
@@ -203,6 +218,10 @@ func quantActGeneric(dst []byte, x []float32, _ int, _ bool) {
 // qTileGeneric is the canonical computation above, with weight rows read in
 // place.
 func qTileGeneric(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
+	if isK(s) {
+		qTileGenericK(w, rs, nr, a, as, nc, cols, s, out, os)
+		return
+	}
 	nb := cols / quant.ActBlock
 	if nb == 0 {
 		for k := range nc {

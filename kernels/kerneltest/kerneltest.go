@@ -46,7 +46,7 @@ type Impl struct {
 	// IntTypes lists the weight types for which MatMul quantizes its
 	// activations with quant.QuantizeActivations and multiplies them with
 	// the weights' quants in integer products per block (see
-	// [TestMatMul]). Only Q8_0 and Q4_0 may be listed.
+	// [TestMatMul]). Only Q8_0, Q4_0, Q4_K, Q5_K and Q6_K may be listed.
 	IntTypes []quant.Type
 }
 
@@ -572,11 +572,21 @@ func refDot(w, x []float32) (ref, abs float64) {
 // dotBound(nb, 2) of the same product computed in float64 from the x
 // quantized by quant.QuantizeActivations — a bound tight enough to catch a
 // misplaced block, which the first is not.
+//
+// The K-quant types (Q4_K, Q5_K, Q6_K) are multiplied per 32-element
+// block in two float terms (Q4_K and Q5_K: the scaled quants and the
+// scaled min; Q6_K: the two 16-element halves with their own scales), so
+// the tight bound is dotBound(2·nb, 2) of those terms' magnitudes; and
+// since the terms can be larger than the products w·x they add up to
+// (a·q against the min m), the loose bound is the sum of the tight one,
+// q, and the rounding of the dequantized weights, 3u·Σ(|a·q|+|m|)·|x̂|
+// (the triangle inequality through the exact product with x̂).
 func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Type, data []byte, rows, cols int, x []float32, batch int), types, intTypes []quant.Type) {
 	for _, typ := range types {
 		isInt := slices.Contains(intTypes, typ)
-		if isInt && typ != quant.Q8_0 && typ != quant.Q4_0 {
-			t.Fatalf("IntTypes lists %v; only Q8_0 and Q4_0 are known", typ)
+		isK := typ == quant.Q4_K || typ == quant.Q5_K || typ == quant.Q6_K
+		if isInt && typ != quant.Q8_0 && typ != quant.Q4_0 && !isK {
+			t.Fatalf("IntTypes lists %v; only Q8_0, Q4_0, Q4_K, Q5_K and Q6_K are known", typ)
 		}
 		r := newRand("MatMul" + typ.String())
 		sizes := RowSizes(typ)
@@ -592,6 +602,12 @@ func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Ty
 				}
 				data0 := slices.Clone(data)
 				rs := len(data) / rows
+				var irows []intRow
+				if isInt {
+					for rr := range rows {
+						irows = append(irows, decodeIntRow(typ, data[rr*rs:(rr+1)*rs], cols))
+					}
+				}
 				for _, batch := range []int{1, 3, 5, 8} {
 					x := randVec(r, batch*cols, 1)
 					x0 := slices.Clone(x)
@@ -610,19 +626,32 @@ func TestMatMul(t *testing.T, matmul func(threads int, out []float32, t quant.Ty
 							// thread counts must match this bit for bit.
 							for b := range batch {
 								xb := x[b*cols : (b+1)*cols]
+								xq := make([]int8, cols)
+								dx := make([]float32, cols/quant.ActBlock)
+								quant.QuantizeActivations(xq, dx, xb)
 								for rr := range rows {
 									wr := w[rr*cols : (rr+1)*cols]
 									got := out[b*rows+rr]
 									ref, abs := refDot(wr, xb)
-									var qerr float64
+									var qerr, qtol, eabs float64
 									if isInt {
 										qerr = IntBound(wr, xb)
-										qref, qabs := refIntDot(typ, data[rr*rs:(rr+1)*rs], xb)
-										if tol := dotBound(cols/quant.ActBlock, 2, qabs); math.Abs(float64(got)-qref) > tol {
-											t.Fatalf("%s: out[%d*%d+%d] = %v, want %v ± %g (from the quantized x)", what, b, rows, rr, got, qref, tol)
+										var qref, qabs float64
+										qref, qabs, eabs = refIntDot(typ, irows[rr], xq, dx)
+										terms := cols / quant.ActBlock
+										if isK {
+											terms *= 2
+										}
+										qtol = dotBound(terms, 2, qabs)
+										if math.Abs(float64(got)-qref) > qtol {
+											t.Fatalf("%s: out[%d*%d+%d] = %v, want %v ± %g (from the quantized x)", what, b, rows, rr, got, qref, qtol)
 										}
 									}
-									if tol := qerr + dotBound(cols, 3, abs+qerr); math.Abs(float64(got)-ref) > tol {
+									tol := qerr + dotBound(cols, 3, abs+qerr)
+									if isInt && isK {
+										tol = qerr + qtol + 3*u*eabs
+									}
+									if math.Abs(float64(got)-ref) > tol {
 										t.Fatalf("%s: out[%d*%d+%d] = %v, want %v ± %g", what, b, rows, rr, got, ref, tol)
 									}
 								}
@@ -662,35 +691,120 @@ func IntBound(w, x []float32) float64 {
 	return bound
 }
 
-// refIntDot is the product of a Q8_0 or Q4_0 row with x quantized by
-// quant.QuantizeActivations, in float64 from the exact integer dot
-// products: Σ_b float32(dw_b·dx_b)·idot_b, and the sum of the terms'
-// magnitudes. (The float32 product of the scales is what an implementation
-// may round once; its summation order is its own.)
-func refIntDot(t quant.Type, row []byte, x []float32) (ref, abs float64) {
-	nb := len(x) / quant.ActBlock
-	xq := make([]int8, len(x))
-	dx := make([]float32, nb)
-	quant.QuantizeActivations(xq, dx, x)
+// intRow is a weight row of one of the integer path's types, decoded for
+// refIntDot: per element its quant q and the float32 scale a and min m of
+// its group, such that the dequantized element is float32(a·q) - m (Q8_0,
+// Q4_0: signed quants, m = 0; Q4_K, Q5_K: unsigned quants; Q6_K: the
+// quants less 32, m = 0).
+type intRow struct {
+	q    []int64
+	a, m []float32
+}
+
+// decodeIntRow decodes the n elements of row.
+func decodeIntRow(t quant.Type, row []byte, n int) intRow {
+	ir := intRow{q: make([]int64, n), a: make([]float32, n), m: make([]float32, n)}
 	bs := t.TypeSize()
-	for b := range nb {
-		blk := row[b*bs : (b+1)*bs]
-		dw := quant.F16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
-		var idot int64
-		for j := range quant.ActBlock {
-			var wq int64
-			if t == quant.Q8_0 {
-				wq = int64(int8(blk[2+j]))
-			} else if j < 16 {
-				wq = int64(blk[2+j]&15) - 8
-			} else {
-				wq = int64(blk[2+j-16]>>4) - 8
+	for i := range n {
+		blk := row[i/t.BlockSize()*bs : (i/t.BlockSize()+1)*bs]
+		switch t {
+		case quant.Q8_0, quant.Q4_0:
+			ir.a[i] = quant.F16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
+			j := i % 32
+			switch {
+			case t == quant.Q8_0:
+				ir.q[i] = int64(int8(blk[2+j]))
+			case j < 16:
+				ir.q[i] = int64(blk[2+j]&15) - 8
+			default:
+				ir.q[i] = int64(blk[2+j-16]>>4) - 8
 			}
-			idot += wq * int64(xq[b*quant.ActBlock+j])
+		default:
+			ir.q[i], ir.a[i], ir.m[i] = kElem(t, blk, i%quant.QKK)
+			if t == quant.Q6_K {
+				ir.q[i] -= 32
+			}
 		}
-		term := float64(dw*dx[b]) * float64(idot)
-		ref += term
-		abs += math.Abs(term)
 	}
-	return ref, abs
+	return ir
+}
+
+// refIntDot is the product of a row with x quantized by
+// quant.QuantizeActivations (xq, dx), in float64 from the exact integer
+// dot products, and the sum of the terms' magnitudes. For Q8_0 and Q4_0
+// it is Σ_b float32(dw_b·dx_b)·idot_b (the float32 product of the scales
+// is what an implementation may round once; its summation order is its
+// own). For the K-quants, per 32-element block b, with the sub-block's
+// scale a and min m (Q4_K, Q5_K) or the two halves' scales a_h (Q6_K), the
+// terms are float32(a·dx_b)·Σ q·xq and -m·(dx_b·Σ xq), or
+// float32(a_h·dx_b)·Σ_h (q-32)·xq; for them eabs is the sum of
+// (|a·q|+|m|)·|dx·xq| over the elements.
+func refIntDot(t quant.Type, w intRow, xq []int8, dx []float32) (ref, abs, eabs float64) {
+	for b := range dx {
+		var idot, sum [2]int64
+		for l := range quant.ActBlock {
+			i := b*quant.ActBlock + l
+			y := int64(xq[i])
+			idot[l/16] += w.q[i] * y
+			sum[l/16] += y
+			eabs += (math.Abs(float64(w.a[i])*float64(w.q[i])) + math.Abs(float64(w.m[i]))) * math.Abs(float64(dx[b])*float64(y))
+		}
+		a0, a1, m := w.a[b*quant.ActBlock], w.a[b*quant.ActBlock+16], w.m[b*quant.ActBlock]
+		if t == quant.Q6_K {
+			for h, a := range []float32{a0, a1} {
+				term := float64(a*dx[b]) * float64(idot[h])
+				ref += term
+				abs += math.Abs(term)
+			}
+			continue
+		}
+		term := float64(a0*dx[b]) * float64(idot[0]+idot[1])
+		mt := float64(m) * float64(dx[b]) * float64(sum[0]+sum[1])
+		ref += term - mt
+		abs += math.Abs(term) + math.Abs(mt)
+	}
+	if t == quant.Q8_0 || t == quant.Q4_0 {
+		eabs = 0
+	}
+	return ref, abs, eabs
+}
+
+// kElem decodes element e (0-255) of a K-quant super-block as the
+// dequantizers read it (element = float32(a·q) - m, or for Q6_K
+// a·(q-32)): its unsigned quant q and the float32 scale a and min m of its
+// sub-block (m = 0 for Q6_K). It is written from ggml's layouts (see
+// quant/block.go), independently of the kernels.
+func kElem(t quant.Type, blk []byte, e int) (q int64, a, m float32) {
+	f16 := func(off int) float32 { return quant.F16ToF32(uint16(blk[off]) | uint16(blk[off+1])<<8) }
+	if t == quant.Q6_K {
+		// 128-element halves; in each, 32-element quarters r/32 take the
+		// low (quarters 0, 1) or high (2, 3) nibbles of ql bytes l and
+		// l+32, and bits 2·quarter of qh byte l.
+		half, r := e/128, e%128
+		l := r % 32
+		lb := blk[64*half+l+32*(r/32%2)]
+		if r/64 == 1 {
+			lb >>= 4
+		}
+		hb := blk[128+32*half+l] >> (2 * (r / 32)) & 3
+		return int64(lb&15 | hb<<4), f16(208) * float32(int8(blk[192+e/16])), 0
+	}
+	j, l := e/32, e%32
+	sc := blk[4:16]
+	var s, mn byte
+	if j < 4 {
+		s, mn = sc[j]&63, sc[j+4]&63
+	} else {
+		s = sc[j+4]&15 | sc[j-4]>>6<<4
+		mn = sc[j+4]>>4 | sc[j]>>6<<4
+	}
+	qs := blk[16:]
+	if t == quant.Q5_K {
+		qs = blk[48:]
+	}
+	v := qs[32*(j/2)+l] >> (4 * (j % 2)) & 15
+	if t == quant.Q5_K {
+		v |= (blk[16+l] >> j & 1) << 4
+	}
+	return int64(v), f16(0) * float32(s), f16(2) * float32(mn)
 }

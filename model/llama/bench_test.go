@@ -69,9 +69,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// BenchmarkModel measures what llama-bench calls pp512 (one 512-token prompt
-// in a single batch) and tg128 (128 tokens decoded one at a time from an
-// empty context), reporting tokens per second, on synthesized models.
 // BenchmarkModel measures prompt processing (one 512-token batch) and
 // generation (128 tokens one at a time), as llama-bench's pp512 and tg128
 // do, on synth models; with SPIGOT_BENCH_MODELS set to a comma-separated

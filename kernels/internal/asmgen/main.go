@@ -1,13 +1,15 @@
 // Command asmgen writes kernels/matmul_amd64.s, the assembly of MatMul's
-// integer path for Q8_0 and Q4_0 weights: the activation quantizer, the
-// weight packers and the register-tiled kernels. The kernels are unrolled
-// per tile shape, which is why they are generated rather than written by
-// hand. Run it with go generate in package kernels; a test checks the
-// committed file is its output.
+// integer path for Q8_0, Q4_0 and the K-quant weights (kquant.go): the
+// activation quantizers, the weight packers, the register-tiled kernels
+// and the direct (batch 1) kernels; and of its batched float path. The
+// kernels are unrolled per tile shape, which is why they are generated
+// rather than written by hand. Run it with go generate in package kernels;
+// a test checks the committed file is its output.
 //
 // The layouts the code below reads and writes are described in
-// kernels/matmul_int.go. Go's assembler takes operands in the reverse of Intel's
-// order (destination last); the comments use Go's order.
+// kernels/matmul_int.go and kernels/matmul_kquant.go. Go's assembler takes
+// operands in the reverse of Intel's order (destination last); the
+// comments use Go's order.
 package main
 
 import (
@@ -84,8 +86,10 @@ func Generate() []byte {
 	g.line(`#include "textflag.h"`)
 	g.line("")
 	g.constants()
-	g.quantize(false)
-	g.quantize(true)
+	g.quantize(false, false)
+	g.quantize(true, false)
+	g.quantize(false, true)
+	g.quantize(true, true)
 	g.packQ8_0()
 	g.packQ4_0()
 	for c := 1; c <= 3; c++ {
@@ -107,6 +111,7 @@ func Generate() []byte {
 	for c := 1; c <= 6; c++ {
 		g.tileF32(fmt.Sprintf("fTileAVX512_4x%d", c), c, true)
 	}
+	g.kquant()
 	return g.b.Bytes()
 }
 
@@ -160,25 +165,42 @@ func (g *gen) transpose8(in, tmp [8]int) [8]int {
 }
 
 // quantize writes qQuantAct, or with natural qQuantActN (declared in
-// kernels/matmul_amd64.go).
-func (g *gen) quantize(natural bool) {
+// kernels/matmul_amd64.go); with kq, qQuantActK or qQuantActKN, which
+// write the K-quant layout (kernels/matmul_kquant.go) instead of the
+// corrections.
+func (g *gen) quantize(natural, kq bool) {
 	name := "qQuantAct"
-	if natural {
-		name = "qQuantActN"
+	if kq {
+		name = "qQuantActK"
 	}
-	g.line("// func %s(dst *byte, x *float32, groups, k int)", name)
+	if natural {
+		name += "N"
+	}
+	if kq {
+		g.line("// func %s(dst *byte, x *float32, groups int)", name)
+	} else {
+		g.line("// func %s(dst *byte, x *float32, groups, k int)", name)
+	}
 	g.line("//")
 	g.line("// Per group of 8 blocks: the largest magnitude of each block, then the")
 	g.line("// scales and inverse scales of all 8 at once; each block scaled, rounded")
 	g.line("// to int32 and packed to bytes; the 8 block vectors transposed so that")
 	g.line("// dword lane j of vector k holds bytes 4k..4k+3 of block j; the byte sum")
-	g.line("// of each block times k for the corrections.")
+	if kq {
+		g.line("// of each half block, for t = d·Σ and the Q6_K corrections -32·Σ_half.")
+	} else {
+		g.line("// of each block times k for the corrections.")
+	}
 	if natural {
 		g.line("// The blocks are stored as they are, before the transposition.")
 	} else {
 		g.line("// The transposed vectors are stored.")
 	}
-	g.line("TEXT ·%s(SB), NOSPLIT, $32-32", name)
+	if kq {
+		g.line("TEXT ·%s(SB), NOSPLIT, $32-24", name)
+	} else {
+		g.line("TEXT ·%s(SB), NOSPLIT, $32-32", name)
+	}
 	g.i("MOVQ dst+0(FP), DI")
 	g.i("MOVQ x+8(FP), SI")
 	g.i("MOVQ groups+16(FP), CX")
@@ -239,17 +261,42 @@ func (g *gen) quantize(natural bool) {
 	// Byte sums of each block: pairs of bytes into words, over the 8
 	// vectors (at most 8·2·128 in magnitude), then words into dwords.
 	g.i("VMOVDQU ones8<>(SB), Y6")
-	g.i("VPMADDUBSW %s, Y6, Y7", y(out[0]))
-	for k := 1; k < 8; k++ {
-		g.i("VPMADDUBSW %s, Y6, Y8", y(out[k]))
-		g.i("VPADDW Y8, Y7, Y7")
+	if kq {
+		// Vectors 0-3 hold each block's first 16 quants, 4-7 the rest.
+		for h, r := range []int{7, 9} {
+			g.i("VPMADDUBSW %s, Y6, %s", y(out[4*h]), y(r))
+			for k := 4*h + 1; k < 4*h+4; k++ {
+				g.i("VPMADDUBSW %s, Y6, Y8", y(out[k]))
+				g.i("VPADDW Y8, %s, %s", y(r), y(r))
+			}
+			g.i("VPMADDWD ones16<>(SB), %s, %s", y(r), y(r))
+		}
+		g.i("VPADDD Y9, Y7, Y8")
+		g.i("VCVTDQ2PS Y8, Y8")
+		g.i("VMULPS %d(DI), Y8, Y8", actScale)
+		g.i("VMOVUPS Y8, %d(DI)", kActT)
+		g.i("VPXOR Y8, Y8, Y8")
+		g.i("VPSLLD $5, Y7, Y7")
+		g.i("VPSUBD Y7, Y8, Y7")
+		g.i("VMOVDQU Y7, %d(DI)", kActLo)
+		g.i("VPSLLD $5, Y9, Y9")
+		g.i("VPSUBD Y9, Y8, Y9")
+		g.i("VMOVDQU Y9, %d(DI)", kActHi)
+		g.i("ADDQ $1024, SI")
+		g.i("ADDQ $%d, DI", kActGroup)
+	} else {
+		g.i("VPMADDUBSW %s, Y6, Y7", y(out[0]))
+		for k := 1; k < 8; k++ {
+			g.i("VPMADDUBSW %s, Y6, Y8", y(out[k]))
+			g.i("VPADDW Y8, Y7, Y7")
+		}
+		g.i("VPMADDWD ones16<>(SB), Y7, Y7")
+		g.i("VPBROADCASTD k+24(FP), Y8")
+		g.i("VPMULLD Y8, Y7, Y7")
+		g.i("VMOVDQU Y7, %d(DI)", actInit)
+		g.i("ADDQ $1024, SI")
+		g.i("ADDQ $%d, DI", actGroup)
 	}
-	g.i("VPMADDWD ones16<>(SB), Y7, Y7")
-	g.i("VPBROADCASTD k+24(FP), Y8")
-	g.i("VPMULLD Y8, Y7, Y7")
-	g.i("VMOVDQU Y7, %d(DI)", actInit)
-	g.i("ADDQ $1024, SI")
-	g.i("ADDQ $%d, DI", actGroup)
 	g.i("DECQ CX")
 	g.i("JNZ loop")
 	g.i("VZEROUPPER")
