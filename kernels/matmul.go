@@ -352,11 +352,12 @@ func matMulF(p *Pool, j mmJob) {
 	}
 }
 
-// runJob runs j over units [0, n) on p's threads. p.mu is held.
+// runJob runs j over units [0, n) on p's threads, in guided chunks (see
+// Pool.run). p.mu is held.
 func (p *Pool) runJob(j *mmJob, n int) {
 	p.mm = *j
 	p.wfn = p.mmRun
-	p.run(n)
+	p.run(n, true)
 	p.wfn = nil
 	p.mm = mmJob{} // drop references to the caller's slices
 }

@@ -40,6 +40,42 @@ func TestPoolForCoversOnce(t *testing.T) {
 	}
 }
 
+// TestPoolGuidedCoversOnce checks run's guided chunks (MatMul's): every
+// index exactly once, chunks no longer than 1/(2·threads) of what was left
+// (so at most the first is n/(2·threads)), and the participants' indexes
+// in range.
+func TestPoolGuidedCoversOnce(t *testing.T) {
+	for _, threads := range []int{2, 3, 4, 8} {
+		p := NewPool(threads)
+		for _, n := range []int{2, 3, 5, 7, 16, 31, 100, 1000, 12345} {
+			counts := make([]int32, n)
+			var bad atomic.Int32
+			p.mu.Lock()
+			p.wfn = func(w, lo, hi int) {
+				if w < 0 || w >= threads || lo < 0 || hi > n || lo >= hi || hi-lo > max(1, n/(2*threads)) {
+					bad.Add(1)
+					return
+				}
+				for i := lo; i < hi; i++ {
+					atomic.AddInt32(&counts[i], 1)
+				}
+			}
+			p.run(n, true)
+			p.wfn = nil
+			p.mu.Unlock()
+			if bad.Load() != 0 {
+				t.Fatalf("threads=%d n=%d: %d bad chunks", threads, n, bad.Load())
+			}
+			for i, c := range counts {
+				if c != 1 {
+					t.Fatalf("threads=%d n=%d: index %d ran %d times", threads, n, i, c)
+				}
+			}
+		}
+		p.Close()
+	}
+}
+
 func TestPoolNil(t *testing.T) {
 	var p *Pool
 	if p.Threads() != 1 {
