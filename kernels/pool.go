@@ -73,6 +73,12 @@ func NewPool(threads int) *Pool {
 		scratch:  make([][]float32, threads),
 		bscratch: make([][]byte, threads),
 	}
+	for w := range p.scratch {
+		// Every participant's scratch exists from the start, so that which
+		// participant first runs a float unit does not decide when a
+		// decode step allocates.
+		p.scratch[w] = make([]float32, scratchMin)
+	}
 	p.mmRun = func(w, lo, hi int) { p.mm.run(w, lo, hi) }
 	p.workers = make([]*worker, threads-1)
 	p.wg.Add(threads - 1)
@@ -143,16 +149,19 @@ func (p *Pool) forWorker(n int, fn func(w, lo, hi int)) {
 	p.wfn = nil
 }
 
+// scratchMin is the floats of scratch each participant starts with.
+const scratchMin = 64 << 10
+
 // scratchFor returns participant w's scratch buffer with room for n floats.
-// Only participant w may call it during a job, so it needs no lock. It
-// starts at 256 KiB, so that a model's matrices rarely make it grow again
-// once every participant has run one unit.
+// Only participant w may call it during a job, so it needs no lock. Each
+// starts at scratchMin (256 KiB), which small models' matrices never
+// outgrow; larger ones grow it once.
 func (p *Pool) scratchFor(w, n int) []float32 {
 	if p == nil {
 		return make([]float32, n)
 	}
 	if cap(p.scratch[w]) < n {
-		p.scratch[w] = make([]float32, max(n, 64<<10))
+		p.scratch[w] = make([]float32, max(n, scratchMin))
 	}
 	return p.scratch[w][:n]
 }
