@@ -5,8 +5,10 @@
 // separate output weights. Qwen2 is the same network with biases on the query,
 // key and value projections and NeoX rotation.
 //
-// Weights stay in the file's element type (F32, F16, BF16, Q8_0, Q4_0) and are
-// read straight from the file mapping.
+// Weights stay in the file's element type (any type package kernels can
+// compute: F32, F16, BF16, Q8_0, Q4_0 and the K-quants with dedicated
+// kernels) and are read straight from the file mapping. Attention reads the
+// half-precision KV cache in tiles (see attend).
 package llama
 
 import (
