@@ -277,8 +277,8 @@ func neonQ(sdot bool) qImpl {
 		lay, q8Tiles, q4Tiles = layIL4, tilesDotQ8, tilesDotQ4
 		q8Direct, q4Direct = qDirectDotQ8, qDirectDotQ4
 	}
-	return qImpl{
-		actSize: qActSize,
+	return withGenericK(qImpl{
+		actSize: func(cols, _ int) int { return qActSize(cols) },
 		quantize: func(dst []byte, x []float32, s int, natural bool) {
 			k, l := 0, lay
 			if s == slotQ4_0 {
@@ -296,7 +296,7 @@ func neonQ(sdot bool) qImpl {
 			}
 			runDirect(f, s, w, rs, nr, a, cols, out)
 		},
-		tileSize: qTileSize,
+		tileSize: func(cols, _ int) int { return qTileSize(cols) },
 		pack: func(dst []byte, rows []byte, rs, nr, cols, s int) {
 			packRows(dst, rows, rs, nr, cols, s, lay)
 		},
@@ -308,7 +308,49 @@ func neonQ(sdot bool) qImpl {
 			runTile(kind, w, nr, a, as, nc, cols, out, os)
 		},
 		maxCols: 2,
+	})
+}
+
+// withGenericK routes the K-quant slots of q (which has NEON kernels for
+// Q8_0 and Q4_0 only) to the portable integer path: its activation layout,
+// and its tiles reading the weight rows in place (also for batch 1).
+func withGenericK(q qImpl) qImpl {
+	g := genericQ
+	actSize, quantize, direct, tileSize, tile := q.actSize, q.quantize, q.direct, q.tileSize, q.tile
+	q.actSize = func(cols, s int) int {
+		if isK(s) {
+			return g.actSize(cols, s)
+		}
+		return actSize(cols, s)
 	}
+	q.quantize = func(dst []byte, x []float32, s int, natural bool) {
+		if isK(s) {
+			g.quantize(dst, x, s, natural)
+			return
+		}
+		quantize(dst, x, s, natural)
+	}
+	q.direct = func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
+		if isK(s) {
+			g.tile(w, rs, nr, a, g.actSize(cols, s), 1, cols, s, out, nr)
+			return
+		}
+		direct(w, rs, nr, a, cols, s, out)
+	}
+	q.tileSize = func(cols, s int) int {
+		if isK(s) {
+			return 0
+		}
+		return tileSize(cols, s)
+	}
+	q.tile = func(w []byte, rs, nr int, a []byte, as, nc, cols, s int, out []float32, os int) {
+		if isK(s) {
+			g.tile(w, rs, nr, a, as, nc, cols, s, out, os)
+			return
+		}
+		tile(w, rs, nr, a, as, nc, cols, s, out, os)
+	}
+	return q
 }
 
 // The float tile kernels: out[k*os+r] for 4 weight rows r (ws bytes apart
