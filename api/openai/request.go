@@ -414,10 +414,12 @@ func (r *CompletionRequest) Prompts() ([]Prompt, error) {
 	if len(elems) == 0 {
 		return nil, BadRequest("prompt", "prompt is an empty array")
 	}
-	if len(elems) > MaxChoices {
+	first := bytes.TrimSpace(elems[0])[0]
+	if (first == '"' || first == '[') && len(elems) > MaxChoices {
+		// (An array of token ids is one prompt, however long.)
 		return nil, BadRequest("prompt", "prompt has %d prompts; at most %d are allowed", len(elems), MaxChoices)
 	}
-	switch bytes.TrimSpace(elems[0])[0] {
+	switch first {
 	case '"':
 		var ss []string
 		if json.Unmarshal(raw, &ss) != nil {
