@@ -74,14 +74,13 @@ func newSSESink(ss *session, sw *sseWriter) *sseSink {
 // logprobs) to where it was after entry after, for a resumed stream.
 func (k *sseSink) replay(after uint64) {
 	if k.held != nil {
-		// The ids held back at entry after: those of invisible tokens
-		// since the choice's last chunk.
+		// The choices whose prompt ids went out. (No ids are held back
+		// at an event: each event is numbered after the entries it
+		// carries, invisible tokens' included.)
 		k.ss.log.Range(after, func(e *stream.Entry) bool {
-			switch {
-			case e.Kind == stream.Token && e.Visible, e.Kind == stream.End && !e.FinishSent:
-				k.held[e.Choice] = k.held[e.Choice][:0]
-			case e.Kind == stream.Token && e.Event.Token >= 0:
-				k.held[e.Choice] = append(k.held[e.Choice], e.Event.Token)
+			if e.Kind == stream.Start && k.ss.enc.Kind == openai.Chat || e.Kind == stream.Token && e.Visible ||
+				e.Kind == stream.End && !e.FinishSent {
+				k.enc.PromptIDsSent(e.Choice)
 			}
 			return true
 		})

@@ -167,3 +167,74 @@ func TestReturnTokenIDs(t *testing.T) {
 		t.Errorf("token_ids without return_token_ids: %s", b)
 	}
 }
+
+// TestReturnTokenIDsResume: a stream resumed after any of its events
+// gives, with the events before, exactly the ids of the whole stream, and
+// the prompt's ids once (a resumed connection does not send them again).
+func TestReturnTokenIDsResume(t *testing.T) {
+	fx := newFixture(t, fixtureOptions{})
+	ref := references(t)[0]
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/completions", fmt.Sprintf(`{"prompt":%s,"temperature":0,"max_tokens":48,"stop":["verend"],"return_token_ids":true,"stream":true}`, jsonString(ref.Prompt))},
+		{"/v1/chat/completions", `{"messages":[{"role":"user","content":"Tell me a story."}],"temperature":0,"max_tokens":24,"stop":["om"],"return_token_ids":true,"stream":true}`},
+	} {
+		resp, b := fx.post(t, tc.path, tc.body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, b)
+		}
+		type event struct {
+			id     string
+			ids    []int32
+			prompt int
+		}
+		parse := func(body string) []event {
+			var evs []event
+			r := newSSEReader(t, strings.NewReader(body))
+			for {
+				id, data, err := r.event()
+				if err != nil {
+					return evs
+				}
+				ev := event{id: id}
+				var c idChunk
+				if data != "[DONE]" && json.Unmarshal([]byte(data), &c) == nil {
+					for _, ch := range c.Choices {
+						if ch.TokenIDs != nil {
+							ev.ids = append(ev.ids, *ch.TokenIDs...)
+						}
+						if ch.PromptTokenIDs != nil {
+							ev.prompt++
+						}
+					}
+				}
+				evs = append(evs, ev)
+			}
+		}
+		all := parse(string(b))
+		var whole []int32
+		for _, ev := range all {
+			whole = append(whole, ev.ids...)
+		}
+		if len(whole) == 0 {
+			t.Fatalf("%s: no ids in %s", tc.path, b)
+		}
+		for k := range len(all) - 1 {
+			var ids []int32
+			prompts := 0
+			for _, ev := range all[:k+1] {
+				ids, prompts = append(ids, ev.ids...), prompts+ev.prompt
+			}
+			stream, seq, _ := strings.Cut(all[k].id, ":")
+			resp, rb := fx.do(t, "GET", "/v1/streams/"+stream+"?after="+seq, "")
+			if resp.StatusCode != 200 {
+				t.Fatalf("resume after %s: status %d: %s", all[k].id, resp.StatusCode, rb)
+			}
+			for _, ev := range parse(string(rb)) {
+				ids, prompts = append(ids, ev.ids...), prompts+ev.prompt
+			}
+			if !slices.Equal(ids, whole) || prompts != 1 {
+				t.Errorf("%s resumed after %s: ids %v, prompt ids %d times; want %v once", tc.path, all[k].id, ids, prompts, whole)
+			}
+		}
+	}
+}

@@ -189,6 +189,14 @@ func (e *Encoder) AppendFinishIDs(dst []byte, index int, reason string, ids []in
 	return e.chunkEnd(dst)
 }
 
+// PromptIDsSent records that choice index's prompt ids went out before:
+// a resumed stream's encoder sends them only once.
+func (e *Encoder) PromptIDsSent(index int) {
+	if index >= 0 && index < len(e.started) {
+		e.started[index] = true
+	}
+}
+
 // appendIDs appends a choice's "token_ids" (ids) and, in the choice's
 // first chunk, its "prompt_token_ids".
 func (e *Encoder) appendIDs(dst []byte, index int, ids []int32) []byte {
