@@ -13,8 +13,10 @@
 //
 // # Wire formats
 //
-// A request goes to spigot and openai upstreams as the client sent it, and
-// their answer comes back byte for byte: each complete server-sent event
+// A request goes to spigot and openai upstreams as the client sent it
+// (streams to spigot upstreams with "return_token_ids": true added, for
+// failover), and their answer comes back byte for byte (less the token-id
+// fields the client did not ask for): each complete server-sent event
 // is written to the client as soon as it is read, and the events read
 // together are flushed together (no re-encoding, no buffering beyond the
 // event being read). TGI and Ollama upstreams get the request in their
@@ -105,21 +107,32 @@
 // event arrives, or the upstream sends nothing for routing.stall_timeout)
 // is continued on another upstream:
 //
-//   - completions: the prompt becomes the prompt plus the text sent so
-//     far, and max_tokens (16 if absent, as OpenAI's default) is reduced by
-//     the tokens sent;
-//   - chat: the messages get a final assistant message holding the text
-//     sent so far, with vLLM's "continue_final_message": true and
+//   - from token ids, when every token sent came from spigot upstreams
+//     (asked for "return_token_ids": true; the ids are cut out of the
+//     events unless the client asked for them itself) and the next
+//     upstream is a spigot one: a completions request (on
+//     /v1/completions, chat included) whose prompt is the first chunk's
+//     prompt_token_ids followed by the token_ids sent so far, with
+//     max_tokens the limit less exactly those ids (no limit: the
+//     context's, as for the chat); a chat request's sampling settings,
+//     stop strings and stream options carry over, and the continuation's
+//     completion chunks are re-encoded as chat chunks (text as
+//     delta.content). Chat with logprobs is continued from text (below),
+//     as completions logprobs are another shape.
+//   - otherwise from text: for completions the prompt becomes the prompt
+//     plus the text sent so far, and max_tokens (16 if absent, as
+//     OpenAI's default) is reduced by the tokens sent, counted as the
+//     chunks that carried text (Spigot and vLLM send one chunk per token,
+//     so the count is exact for them except for tokens that decode to no
+//     text); for chat the messages get a final assistant message holding
+//     the text sent so far, with vLLM's "continue_final_message": true and
 //     "add_generation_prompt": false, so that the template leaves the
 //     assistant turn open and generation continues it (Ollama continues a
 //     final assistant message by itself); max_tokens or
 //     max_completion_tokens is reduced likewise.
 //
-// Tokens sent are counted as the chunks that carried text: Spigot and vLLM
-// send one chunk per token, so the count is exact for them except for
-// tokens that decode to no text (part of a multi-byte character). When the
-// limit is already reached, the gateway ends the stream itself with
-// finish_reason "length".
+// When the limit is already reached, the gateway ends the stream itself
+// with finish_reason "length".
 //
 // The continuation's chunks are rewritten to the stream's first id,
 // created and model; its chat role chunk is dropped; its usage chunk (with
@@ -127,19 +140,18 @@
 // completion tokens and not as prompt tokens. So the client sees one
 // stream: nothing lost or repeated, one finish_reason and one [DONE].
 //
-// With greedy decoding on upstreams serving the same model, the continued
-// completion is exactly the greedy continuation of the prompt plus the
-// text so far (the tests check this). That equals an undisturbed run when
-// the text so far tokenizes back to the tokens that were generated, as
-// most text from a model with its own vocabulary does; it is not
-// guaranteed (a model may generate a split its tokenizer would not make,
-// or byte pieces), and the test model's mismatched vocabulary shows it
-// often. Exact continuation needs the upstream to report token ids, so
-// that the gateway can continue from prompt and generated ids; Spigot's
-// stream does not carry them yet. Spigot's chat endpoint does not yet
-// honour continue_final_message either, so a continued chat on Spigot
-// upstreams renders the text so far as a finished assistant turn and
-// opens a new one.
+// With greedy decoding on spigot upstreams serving the same model, a
+// stream continued from token ids ends exactly as an undisturbed run
+// would: the model is given the very tokens it had (TestFailoverMidStream
+// checks 32 streams of 32, completions and chats, and TestProcessesKill
+// real processes killed). A continuation from text is the greedy
+// continuation of the prompt plus the text so far, which equals an
+// undisturbed run only when that text tokenizes back to the tokens that
+// were generated: a model may generate a split its tokenizer would not
+// make, or byte pieces (the test model often does). Spigot's chat
+// endpoint does not honour continue_final_message, so a chat continued
+// from text on Spigot renders the text so far as a finished assistant
+// turn and opens a new one; continuation from ids avoids that.
 //
 // Streams with several choices (n > 1, several prompts), token-id prompts,
 // or echo are retried only before their first byte; a cut after it ends

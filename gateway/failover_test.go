@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"runtime"
 	"strings"
@@ -27,10 +28,15 @@ func completionBody(prompt string, maxTokens int) string {
 	return fmt.Sprintf(`{"model":"stories260K","prompt":%q,"max_tokens":%d,"temperature":0,"stream":true}`, prompt, maxTokens)
 }
 
-// TestFailoverMidStream runs 32 greedy streams through the gateway in
-// front of 3 replicas, kills one replica and drains another while the
-// streams run, and checks that every stream ends with the text of an
-// undisturbed run, one finish_reason and one [DONE].
+func chatBody(prompt string, maxTokens int) string {
+	return fmt.Sprintf(`{"model":"stories260K","messages":[{"role":"user","content":%q}],"max_tokens":%d,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`, prompt, maxTokens)
+}
+
+// TestFailoverMidStream runs 32 greedy streams (completions and chat)
+// through the gateway in front of 3 replicas, kills one replica and drains
+// another while the streams run, and checks that every stream ends with
+// exactly the text of an undisturbed run, one finish_reason and one
+// [DONE]: a cut stream continues from the token ids generated so far.
 func TestFailoverMidStream(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	const streams, maxTokens = 32, 60
@@ -39,24 +45,34 @@ func TestFailoverMidStream(t *testing.T) {
 	type cut struct {
 		text   string
 		tokens int
+		byIDs  bool
 	}
 	var mu sync.Mutex
-	cuts := map[string][]cut{} // by prompt
-	gwy.g.onContinue = func(r *request, text string, tokens int) {
+	cuts := map[string][]cut{} // by request body
+	gwy.g.onContinue = func(r *request, text string, tokens int, byIDs bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		cuts[r.prompt] = append(cuts[r.prompt], cut{text, tokens})
+		cuts[string(r.raw)] = append(cuts[string(r.raw)], cut{text, tokens, byIDs})
 	}
 	ps := prompts(streams)
+	// Odd streams are chats: their continuation goes to /v1/completions
+	// with the ids and comes back as chat chunks.
+	paths, bodies := make([]string, streams), make([]string, streams)
+	for i, p := range ps {
+		paths[i], bodies[i] = "/v1/completions", completionBody(p, maxTokens)
+		if i%2 == 1 {
+			paths[i], bodies[i] = "/v1/chat/completions", chatBody(p, maxTokens)
+		}
+	}
 
 	// The undisturbed runs, one at a time on one replica.
-	want := make([]string, streams)
-	for i, p := range ps {
-		res := stream(context.Background(), http.DefaultClient, reps[2].url, "/v1/completions", completionBody(p, maxTokens), nil)
-		if res.err != nil || len(res.finishes) != 1 {
-			t.Fatalf("reference run %d: %v %q", i, res.err, res.finishes)
+	want := make([]*streamResult, streams)
+	for i := range ps {
+		res := stream(context.Background(), http.DefaultClient, reps[2].url, paths[i], bodies[i], nil)
+		if err := res.check(res.text); err != nil {
+			t.Fatalf("reference run %d: %v", i, err)
 		}
-		want[i] = res.text
+		want[i] = res
 	}
 
 	for _, r := range reps {
@@ -69,8 +85,7 @@ func TestFailoverMidStream(t *testing.T) {
 	defer client.CloseIdleConnections()
 	for i := range streams {
 		wg.Go(func() {
-			results[i] = stream(context.Background(), client, gwy.ts.URL, "/v1/completions", completionBody(ps[i], maxTokens),
-				func() { chunks.Add(1) })
+			results[i] = stream(context.Background(), client, gwy.ts.URL, paths[i], bodies[i], func() { chunks.Add(1) })
 		})
 	}
 	// Cut replicas once the streams are well under way.
@@ -90,39 +105,35 @@ func TestFailoverMidStream(t *testing.T) {
 	wg.Wait()
 	<-drained
 
-	// A stream that was not cut has the undisturbed run's text. One that
-	// was has, up to its last cut, a prefix of it (nothing lost or
-	// repeated), then exactly what a greedy run of the continuation request
-	// (prompt + text so far, max_tokens reduced) gives. That equals the
-	// undisturbed run whenever the text so far tokenizes back to the tokens
-	// generated; stories260K's odd vocabulary often does not (see the
-	// package doc), so that is counted, not required.
-	reps[2].model.delay.Store(0)
+	// Every stream, cut or not, has the undisturbed run's text; a cut one
+	// continued from token ids, and its usage counts every token once.
 	exact := 0
 	for i, res := range results {
-		expect := want[i]
-		if cs := cuts[ps[i]]; len(cs) > 0 {
-			if !strings.HasPrefix(want[i], cs[0].text) {
-				t.Errorf("stream %d: text before the first cut %q is not a prefix of the undisturbed run %q", i, cs[0].text, want[i])
-			}
-			last := cs[len(cs)-1]
-			expect = last.text
-			if left := maxTokens - last.tokens; left > 0 {
-				cont := stream(context.Background(), http.DefaultClient, reps[2].url, "/v1/completions", completionBody(ps[i]+last.text, left), nil)
-				if cont.err != nil {
-					t.Fatalf("continuation reference %d: %v", i, cont.err)
-				}
-				expect += cont.text
+		cs := cuts[bodies[i]]
+		for _, c := range cs {
+			if !c.byIDs || !strings.HasPrefix(want[i].text, c.text) {
+				t.Errorf("stream %d: cut after %q (%d tokens), by ids %v", i, c.text, c.tokens, c.byIDs)
 			}
 		}
-		if err := res.check(expect); err != nil {
-			t.Errorf("stream %d (%q, first on %s, cuts %+v): %v", i, ps[i], res.upstream, cuts[ps[i]], err)
+		if err := res.check(want[i].text); err != nil {
+			t.Errorf("stream %d (%s %q, first on %s, cuts %+v): %v", i, paths[i], ps[i], res.upstream, cs, err)
+			continue
 		}
-		if res.text == want[i] {
-			exact++
+		exact++
+		if len(want[i].usage) > 0 && len(res.usage) > 0 && !maps.Equal(res.usage[len(res.usage)-1], want[i].usage[0]) {
+			t.Errorf("stream %d: usage %v, want %v (cuts %+v)", i, res.usage, want[i].usage, cs)
+		}
+	}
+	kinds := map[string]bool{}
+	for i := range streams {
+		if len(cuts[bodies[i]]) > 0 {
+			kinds[paths[i]] = true
 		}
 	}
 	t.Logf("%d streams cut, %d of %d equal to the undisturbed run", len(cuts), exact, streams)
+	if len(kinds) != 2 {
+		t.Errorf("streams cut only on %v: the test must cut completions and chats", kinds)
+	}
 	mid := gwy.counter(t, "spigot_gateway_failovers_total", "stage", "mid_stream")
 	t.Logf("failovers mid-stream %g, before the first token %g; affinity hits %g misses %g", mid,
 		gwy.counter(t, "spigot_gateway_failovers_total", "stage", "before_first_token"),

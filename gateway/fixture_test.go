@@ -230,6 +230,8 @@ type streamResult struct {
 	ids      map[string]bool
 	models   map[string]bool
 	created  map[int64]bool
+	objects  map[string]bool
+	extIDs   int // events with token_ids or prompt_token_ids, which no test's client asks for
 	roles    int
 	usage    []map[string]int
 	after    int // events after [DONE]
@@ -239,7 +241,7 @@ type streamResult struct {
 // stream posts body to path and reads the whole SSE answer. onChunk, if
 // not nil, is called after each chunk with text.
 func stream(ctx context.Context, client *http.Client, url, path, body string, onChunk func()) *streamResult {
-	res := &streamResult{ids: map[string]bool{}, models: map[string]bool{}, created: map[int64]bool{}}
+	res := &streamResult{ids: map[string]bool{}, models: map[string]bool{}, created: map[int64]bool{}, objects: map[string]bool{}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+path, strings.NewReader(body))
 	if err != nil {
 		res.err = err
@@ -277,6 +279,7 @@ func stream(ctx context.Context, client *http.Client, url, path, body string, on
 		}
 		var c struct {
 			ID      string `json:"id"`
+			Object  string `json:"object"`
 			Created int64  `json:"created"`
 			Model   string `json:"model"`
 			Choices []struct {
@@ -300,7 +303,10 @@ func stream(ctx context.Context, client *http.Client, url, path, body string, on
 			res.errors = append(res.errors, c.Error.Message)
 			continue
 		}
-		res.ids[c.ID], res.models[c.Model], res.created[c.Created] = true, true, true
+		res.ids[c.ID], res.models[c.Model], res.created[c.Created], res.objects[c.Object] = true, true, true, true
+		if strings.Contains(ev.Data, `token_ids"`) {
+			res.extIDs++
+		}
 		if c.Usage != nil {
 			res.usage = append(res.usage, c.Usage)
 		}
@@ -351,8 +357,11 @@ func (res *streamResult) check(want string) error {
 	if len(res.errors) > 0 {
 		errs = append(errs, fmt.Errorf("error events %q", res.errors))
 	}
-	if len(res.ids) != 1 || len(res.models) != 1 || len(res.created) != 1 {
-		errs = append(errs, fmt.Errorf("ids %v models %v created %v, want one of each", res.ids, res.models, res.created))
+	if len(res.ids) != 1 || len(res.models) != 1 || len(res.created) != 1 || len(res.objects) != 1 {
+		errs = append(errs, fmt.Errorf("ids %v models %v created %v objects %v, want one of each", res.ids, res.models, res.created, res.objects))
+	}
+	if res.extIDs > 0 {
+		errs = append(errs, fmt.Errorf("%d events carry token ids the client did not ask for", res.extIDs))
 	}
 	return errors.Join(errs...)
 }

@@ -64,7 +64,7 @@ type Gateway struct {
 	draining atomic.Bool
 	// onContinue, if set (by tests), is called when a stream is continued
 	// on another upstream, with the request and what was sent so far.
-	onContinue func(r *request, text string, tokens int)
+	onContinue func(r *request, text string, tokens int, byIDs bool)
 	stop       context.CancelFunc
 	wg         sync.WaitGroup // health and resolver loops
 }

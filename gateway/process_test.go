@@ -104,10 +104,10 @@ func start(t *testing.T, bin, url string, args ...string) *proc {
 
 // TestProcessesKill runs `spigot gateway` in front of two `spigot serve`
 // processes (the built-in demo model) and SIGKILLs the one serving the
-// streams while they run: every stream still ends with one finish_reason,
-// one [DONE] and one id, and no error event; the gateway counts a
-// mid-stream failover. (TestFailoverMidStream checks the text exactly; how
-// many streams here equal an undisturbed run is logged.)
+// streams while they run: every stream still ends with exactly the text of
+// an undisturbed run (the continuation starts from the token ids generated
+// so far), one finish_reason, one [DONE] and one id, and no error event;
+// the gateway counts a mid-stream failover.
 func TestProcessesKill(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "spigot")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/spigot")
@@ -177,23 +177,18 @@ func TestProcessesKill(t *testing.T) {
 	if err := ref.check(ref.text); err != nil {
 		t.Fatalf("reference run: %v", err)
 	}
-	exact := 0
 	for i, res := range results {
-		if err := res.check(res.text); err != nil {
+		if err := res.check(ref.text); err != nil {
 			t.Errorf("stream %d: %v", i, err)
 		}
 		if res.upstream != victim {
 			t.Errorf("stream %d started on %s, not on %s", i, res.upstream, victim)
-		}
-		if res.text == ref.text {
-			exact++
 		}
 	}
 	m := metricsText(t, gurl)
 	if !strings.Contains(m, `spigot_gateway_failovers_total{stage="mid_stream"}`) {
 		t.Errorf("no mid-stream failover counted:\n%s", m)
 	}
-	t.Logf("%d of %d killed streams equal to an undisturbed run", exact, streams)
 }
 
 func metricsText(t *testing.T, url string) string {

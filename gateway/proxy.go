@@ -111,18 +111,28 @@ type relay struct {
 	created json.RawMessage
 	model   json.RawMessage
 
-	text     strings.Builder // choice 0's text so far
-	tokens   int             // chunks with text sent: tokens, as Spigot and vLLM send one per token
-	roleSent map[int]bool
-	finished bool // a finish_reason was sent
-	usage    bool // the usage chunk was sent
-	terminal bool // an error event was sent: only [DONE] may follow
-	done     bool // [DONE] was sent
+	text strings.Builder // choice 0's text so far
+	// Token ids, from spigot upstreams asked for return_token_ids:
+	// promptIDs are the ids the first upstream was given, ids those of
+	// choice 0's tokens sent so far. idsLost is set once a chunk with
+	// text came without ids, or the stream was continued from text: ids
+	// no longer account for everything sent.
+	promptIDs []int64
+	ids       []int64
+	idsLost   bool
+	tokens    int // chunks with text sent: tokens, as Spigot and vLLM send one per token
+	roleSent  map[int]bool
+	finished  bool // a finish_reason was sent
+	usage     bool // the usage chunk was sent
+	terminal  bool // an error event was sent: only [DONE] may follow
+	done      bool // [DONE] was sent
 
 	// The current attempt.
 	cont       bool // it continues a stream: rewrite its chunks
 	base       int  // tokens sent before it
 	extended   bool // its prompt holds text already generated
+	asked      bool // it was asked for token ids the client did not ask for: strip them
+	asChat     bool // it continues a chat on /v1/completions: re-encode its chunks as chat chunks
 	sentAt     time.Time
 	upFirst    time.Time // when it read its first token
 	overheadOK bool      // the overhead was observed
@@ -131,7 +141,26 @@ type relay struct {
 // attempt sends the request to u and relays its answer. It returns the
 // attempt's outcome and, for failed and rejected ones, why.
 func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
-	body, _ := st.req.body(st.text.String(), st.tokens)
+	body, left := st.req.body(st.text.String(), st.sent())
+	r := st.req
+	spigot := st.req.stream && st.req.continuable() && u.cfg.Kind == KindSpigot
+	st.asked, st.asChat = false, false
+	fromIDs := false
+	switch {
+	case st.haveID && spigot && st.byIDs() && !(st.req.kind == openai.Chat && st.req.chatLogprobs):
+		// Continue from token ids: the prompt's and those generated,
+		// exactly what the model had, whatever they decode to.
+		prompt := append(append(make([]int64, 0, len(st.promptIDs)+len(st.ids)), st.promptIDs...), st.ids...)
+		body = st.req.idsBody(prompt, left)
+		c := *st.req
+		c.kind, c.path = openai.Completion, "/v1/completions"
+		r = &c
+		st.asked, st.asChat, fromIDs = !st.req.tokenIDs, st.req.kind == openai.Chat, true
+	case st.haveID && st.tokens > 0:
+		st.idsLost = true // continued from text: ids no longer describe it
+	case spigot && !st.req.tokenIDs:
+		body, st.asked = withTokenIDs(body), true
+	}
 	u.inflight.Add(1)
 	defer u.inflight.Add(-1)
 	ctx, cancel := context.WithCancelCause(parent)
@@ -147,7 +176,7 @@ func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 		st.touch = func() { timer.Reset(stall) }
 	}
 	st.sentAt = st.g.now()
-	resp, src, err := st.g.send(ctx, u, st.req, body, st.auth)
+	resp, src, err := st.g.send(ctx, u, r, body, st.auth)
 	if err != nil {
 		if parent.Err() != nil {
 			return outcomeCanceled, err
@@ -230,9 +259,9 @@ func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 			return outcomeCanceled, err
 		}
 	}
-	st.cont, st.base, st.extended = st.haveID, st.tokens, st.text.Len() > 0
+	st.cont, st.base, st.extended = st.haveID, st.sent(), st.sent() > 0 || st.text.Len() > 0
 	if st.cont && st.g.onContinue != nil {
-		st.g.onContinue(st.req, st.text.String(), st.tokens)
+		st.g.onContinue(st.req, st.text.String(), st.sent(), fromIDs)
 	}
 	st.upFirst = time.Time{}
 	err = st.pump(src.stream)
@@ -259,11 +288,24 @@ func (st *relay) complete() bool {
 		st.endLocally("")
 		return true
 	}
-	if _, left := st.req.body(st.text.String(), st.tokens); left == 0 {
+	if _, left := st.req.body(st.text.String(), st.sent()); left == 0 {
 		st.endLocally("length")
 		return true
 	}
 	return false
+}
+
+// byIDs reports whether the stream so far is described by token ids: the
+// prompt's, and every token sent.
+func (st *relay) byIDs() bool { return st.promptIDs != nil && !st.idsLost }
+
+// sent is the count of tokens sent so far: the ids', exact, when the
+// stream has them, else the chunks with text (see the package doc).
+func (st *relay) sent() int {
+	if st.byIDs() {
+		return len(st.ids)
+	}
+	return st.tokens
 }
 
 // pump relays src's events to the client until [DONE] or an error.
@@ -302,8 +344,10 @@ type chunk struct {
 			Role    string  `json:"role"`
 			Content *string `json:"content"`
 		} `json:"delta"`
-		Text         *string `json:"text"`
-		FinishReason *string `json:"finish_reason"`
+		Text           *string  `json:"text"`
+		FinishReason   *string  `json:"finish_reason"`
+		TokenIDs       *[]int64 `json:"token_ids"`
+		PromptTokenIDs []int64  `json:"prompt_token_ids"`
 	} `json:"choices"`
 	Usage *openai.Usage `json:"usage"`
 	Error *struct {
@@ -352,6 +396,19 @@ func (st *relay) event(raw, data []byte) error {
 		} else if ch.Text != nil {
 			text = *ch.Text
 		}
+		if ch.Index == 0 {
+			switch {
+			case ch.PromptTokenIDs != nil && !st.cont && st.promptIDs == nil:
+				st.promptIDs = ch.PromptTokenIDs
+			case ch.PromptTokenIDs == nil && !st.cont && st.promptIDs == nil && text != "":
+				st.idsLost = true // an upstream without ids began the stream
+			}
+			if ch.TokenIDs != nil {
+				st.ids = append(st.ids, *ch.TokenIDs...)
+			} else if text != "" {
+				st.idsLost = true
+			}
+		}
 		roleOnly := ch.Delta != nil && ch.Delta.Role != "" && text == "" && ch.FinishReason == nil
 		if roleOnly && st.roleSent[ch.Index] {
 			continue // a continuation's new start
@@ -382,6 +439,11 @@ func (st *relay) event(raw, data []byte) error {
 	if c.Usage != nil {
 		st.usage = true
 	}
+	if st.asked || st.cont {
+		// Ids the client did not ask for go; a continuation's prompt ids
+		// (the prompt plus the text so far) go in any case.
+		raw, data = stripIDs(raw, st.asked), stripIDs(data, st.asked)
+	}
 	if !st.cont {
 		st.buf = append(st.buf, raw...)
 		return nil
@@ -390,6 +452,10 @@ func (st *relay) event(raw, data []byte) error {
 	if json.Unmarshal(data, &f) != nil {
 		st.buf = append(st.buf, raw...)
 		return nil
+	}
+	if st.asChat {
+		f["object"] = mustJSON("chat.completion.chunk")
+		f["choices"] = st.chatChoices(&c)
 	}
 	for k, v := range map[string]json.RawMessage{"id": st.id, "created": st.created, "model": st.model} {
 		if _, ok := f[k]; ok && v != nil {
@@ -409,6 +475,39 @@ func (st *relay) event(raw, data []byte) error {
 	st.buf = append(st.buf, marshalObject(f, chunkKeyOrder)...)
 	st.buf = append(st.buf, "\n\n"...)
 	return nil
+}
+
+// chatChoices re-encodes the choices of a completions chunk (a chat's
+// continuation from token ids) as a chat chunk's: text as delta.content.
+func (st *relay) chatChoices(c *chunk) json.RawMessage {
+	b := []byte{'['}
+	for i := range c.Choices {
+		ch := &c.Choices[i]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"index":`...)
+		b = strconv.AppendInt(b, int64(ch.Index), 10)
+		if ch.Text != nil && *ch.Text != "" {
+			b = append(b, `,"delta":{"content":`...)
+			b = openai.AppendString(b, *ch.Text)
+			b = append(b, '}')
+		} else {
+			b = append(b, `,"delta":{}`...)
+		}
+		if st.req.tokenIDs && ch.TokenIDs != nil {
+			b = append(b, `,"token_ids":`...)
+			b = append(b, mustJSON(*ch.TokenIDs)...)
+		}
+		b = append(b, `,"logprobs":null,"finish_reason":`...)
+		if ch.FinishReason != nil {
+			b = openai.AppendString(b, *ch.FinishReason)
+		} else {
+			b = append(b, "null"...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
 }
 
 // flush writes what is buffered, under a fresh write deadline, and

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"sort"
 
 	"github.com/spigot-llm/spigot/api/openai"
@@ -27,6 +28,8 @@ type request struct {
 	prompt       string // a completion's one text prompt
 	promptText   bool   // prompt is one string
 	messages     []json.RawMessage
+	tokenIDs     bool // the client asked for return_token_ids itself
+	chatLogprobs bool // a chat request asked for logprobs
 
 	key    uint64 // prompt-prefix affinity key
 	hasKey bool
@@ -58,7 +61,7 @@ func parseRequest(body []byte, kind openai.Kind, prefixBytes int) (*request, err
 	for _, f := range []struct {
 		name string
 		v    any
-	}{{"model", &r.model}, {"stream", &r.stream}, {"stream_options", &so}, {"n", &r.n}, {"echo", &r.echo}} {
+	}{{"model", &r.model}, {"stream", &r.stream}, {"stream_options", &so}, {"n", &r.n}, {"echo", &r.echo}, {"return_token_ids", &r.tokenIDs}} {
 		if err := field(f.name, f.v); err != nil {
 			return nil, err
 		}
@@ -91,6 +94,9 @@ func parseRequest(body []byte, kind openai.Kind, prefixBytes int) (*request, err
 		}
 	} else {
 		if err := field("messages", &r.messages); err != nil {
+			return nil, err
+		}
+		if err := field("logprobs", &r.chatLogprobs); err != nil {
 			return nil, err
 		}
 		affinity = r.fields["messages"]
@@ -146,6 +152,70 @@ func (r *request) body(text string, sent int) (b []byte, left int) {
 		f["add_generation_prompt"] = json.RawMessage("false")
 	}
 	return marshalObject(f, nil), left
+}
+
+// chatOnly are the chat fields a completions request has no use for: a
+// chat continued from token ids drops them.
+var chatOnly = []string{"messages", "max_completion_tokens", "logprobs", "top_logprobs", "tools", "tool_choice",
+	"functions", "function_call", "parallel_tool_calls", "response_format", "continue_final_message",
+	"add_generation_prompt", "chat_template", "chat_template_kwargs"}
+
+// idsBody returns the body of a completions request that continues a
+// stream from token ids (the prompt's ids the upstream reported, then the
+// ids generated so far), with left tokens to go (-1: no limit, which is
+// the context's). A chat request becomes a completions request: its
+// sampling settings, stop strings and stream options carry over.
+func (r *request) idsBody(prompt []int64, left int) []byte {
+	f := make(map[string]json.RawMessage, len(r.fields)+2)
+	for k, v := range r.fields {
+		f[k] = v
+	}
+	for _, k := range chatOnly {
+		delete(f, k)
+	}
+	if left < 0 {
+		left = math.MaxInt32 // generation stops at the context, as the chat's would
+	}
+	f["prompt"] = mustJSON(prompt)
+	f["max_tokens"] = mustJSON(left)
+	f["return_token_ids"] = json.RawMessage("true")
+	delete(f, "echo")
+	return marshalObject(f, nil)
+}
+
+// withTokenIDs returns body with "return_token_ids": true added.
+func withTokenIDs(body []byte) []byte {
+	var f map[string]json.RawMessage
+	if json.Unmarshal(body, &f) != nil || f == nil {
+		return body
+	}
+	f["return_token_ids"] = json.RawMessage("true")
+	return marshalObject(f, nil)
+}
+
+// stripIDs removes the return_token_ids fields from an event as Spigot
+// writes them (`,"token_ids":[…]` and, with prompt, `,"prompt_token_ids":[…]`).
+// The arrays hold only numbers, and `,"` cannot occur inside a JSON
+// string (a quote there is escaped), so the cut is exact.
+func stripIDs(b []byte, tokens bool) []byte {
+	names := []string{`,"prompt_token_ids":[`}
+	if tokens {
+		names = append(names, `,"token_ids":[`)
+	}
+	for _, name := range names {
+		for {
+			i := bytes.Index(b, []byte(name))
+			if i < 0 {
+				break
+			}
+			j := bytes.IndexByte(b[i+len(name):], ']')
+			if j < 0 {
+				break
+			}
+			b = append(b[:i:i], b[i+len(name)+j+1:]...)
+		}
+	}
+	return b
 }
 
 func mustJSON(v any) json.RawMessage {

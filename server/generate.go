@@ -29,6 +29,15 @@ type job struct {
 	promptTokens int      // the prompts' tokens, each prompt counted once
 }
 
+// promptIDs returns each choice's prompt ids, for return_token_ids.
+func (j *job) promptIDs() [][]int32 {
+	ids := make([][]int32, len(j.reqs))
+	for i := range j.reqs {
+		ids[i] = j.reqs[i].Prompt
+	}
+	return ids
+}
+
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request, m *Model) {
 	start := time.Now()
 	if s.resumeHeader(w, r, openai.Completion) {
@@ -234,7 +243,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, m *Model, j *j
 		}
 		sts = append(sts, st)
 	}
-	enc := openai.NewEncoder(openai.EncoderConfig{
+	cfg := openai.EncoderConfig{
 		Kind:     j.kind,
 		ID:       newID(j.kind),
 		Created:  time.Now().Unix(),
@@ -242,7 +251,11 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, m *Model, j *j
 		Choices:  len(sts),
 		Logprobs: j.opts.Request.Logprobs,
 		Piece:    m.Tokenizer.Piece,
-	})
+	}
+	if j.opts.TokenIDs {
+		cfg.TokenIDs, cfg.PromptIDs = true, j.promptIDs()
+	}
+	enc := openai.NewEncoder(cfg)
 	g := &generation{s: s, j: j, sts: sts, enc: enc, start: start, results: make([]engine.Result, len(sts))}
 	g.respond(w)
 	if g.failure != nil {
@@ -350,6 +363,9 @@ func (g *generation) respond(w http.ResponseWriter) {
 				texts[i].WriteString(evs[k].Text)
 				if evs[k].Token >= 0 {
 					tokens[i]++
+					if g.j.opts.TokenIDs {
+						choices[i].TokenIDs = append(choices[i].TokenIDs, evs[k].Token)
+					}
 				}
 			}
 			if logprobs {

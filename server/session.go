@@ -87,6 +87,9 @@ func (s *Server) startSession(ctx context.Context, m *Model, j *job, start time.
 		IncludeUsage: j.opts.IncludeUsage,
 		Piece:        m.Tokenizer.Piece,
 	}
+	if j.opts.TokenIDs {
+		ss.enc.TokenIDs, ss.enc.PromptIDs = true, j.promptIDs()
+	}
 	// The choices' starts (and echoed prompts) are in the log before
 	// anyone reads it, so the first write carries them at once.
 	starts := make([]stream.Entry, 0, 2*len(sts))

@@ -55,15 +55,36 @@ type sseSink struct {
 	coalesce bool
 	lp       []engine.Event // scratch: the tokens of a chunk
 	text     []byte         // scratch: the text of merged tokens
+	// held is, per choice, the ids of tokens not yet sent because their
+	// text was held back (return_token_ids): the next chunk of the choice
+	// carries them first.
+	held [][]int32
+	ids  []int32 // scratch: a chunk's ids
 }
 
 func newSSESink(ss *session, sw *sseWriter) *sseSink {
-	return &sseSink{ss: ss, sw: sw, enc: openai.NewEncoder(ss.enc), coalesce: ss.j.opts.Delivery.MinInterval > 0}
+	k := &sseSink{ss: ss, sw: sw, enc: openai.NewEncoder(ss.enc), coalesce: ss.j.opts.Delivery.MinInterval > 0}
+	if ss.enc.TokenIDs {
+		k.held = make([][]int32, max(ss.enc.Choices, 1))
+	}
+	return k
 }
 
 // replay brings the encoder's state (the text offsets of completions
 // logprobs) to where it was after entry after, for a resumed stream.
 func (k *sseSink) replay(after uint64) {
+	if k.held != nil {
+		// The choices whose prompt ids went out. (No ids are held back
+		// at an event: each event is numbered after the entries it
+		// carries, invisible tokens' included.)
+		k.ss.log.Range(after, func(e *stream.Entry) bool {
+			if e.Kind == stream.Start && k.ss.enc.Kind == openai.Chat || e.Kind == stream.Token && e.Visible ||
+				e.Kind == stream.End && !e.FinishSent {
+				k.enc.PromptIDsSent(e.Choice)
+			}
+			return true
+		})
+	}
 	if k.ss.enc.Kind != openai.Completion || !k.ss.enc.Logprobs {
 		return
 	}
@@ -117,7 +138,7 @@ func (k *sseSink) Write(es []stream.Entry) error {
 		case stream.End:
 			if !e.FinishSent {
 				b = k.appendID(b, e.Seq)
-				b = k.enc.AppendFinish(b, e.Choice, e.Result.FinishReason)
+				b = k.enc.AppendFinishIDs(b, e.Choice, e.Result.FinishReason, k.takeIDs(e.Choice, nil))
 			}
 		case stream.Final:
 			switch {
@@ -150,6 +171,13 @@ func (k *sseSink) appendTokens(dst []byte, es []stream.Entry) []byte {
 		visible = visible || es[i].Visible
 	}
 	if !visible {
+		if k.held != nil {
+			for i := range es {
+				if es[i].Event.Token >= 0 {
+					k.held[es[i].Choice] = append(k.held[es[i].Choice], es[i].Event.Token)
+				}
+			}
+		}
 		return dst
 	}
 	last := &es[len(es)-1]
@@ -167,7 +195,24 @@ func (k *sseSink) appendTokens(dst []byte, es []stream.Entry) []byte {
 	}
 	k.lp = lp
 	dst = k.appendID(dst, last.Seq)
-	return k.enc.AppendTextFinish(dst, last.Choice, text, lp, last.Event.Finish)
+	return k.enc.AppendChunk(dst, last.Choice, text, lp, last.Event.Finish, k.takeIDs(last.Choice, es))
+}
+
+// takeIDs returns the ids a chunk of choice carries: those held back,
+// then those of es. It empties the held ids. Without return_token_ids it
+// returns nil.
+func (k *sseSink) takeIDs(choice int, es []stream.Entry) []int32 {
+	if k.held == nil {
+		return nil
+	}
+	k.ids = append(k.ids[:0], k.held[choice]...)
+	k.held[choice] = k.held[choice][:0]
+	for i := range es {
+		if es[i].Event.Token >= 0 {
+			k.ids = append(k.ids, es[i].Event.Token)
+		}
+	}
+	return k.ids
 }
 
 func (k *sseSink) KeepAlive() error {

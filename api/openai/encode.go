@@ -45,6 +45,12 @@ type EncoderConfig struct {
 	IncludeUsage bool
 	// Piece returns a token's text, for the logprobs objects.
 	Piece func(id int32) string
+	// TokenIDs is the return_token_ids extension (vLLM's): every choice
+	// of a chunk or response carries "token_ids", the ids of the tokens
+	// it holds, and a choice's first chunk (or the response's choice)
+	// carries "prompt_token_ids", PromptIDs[index].
+	TokenIDs  bool
+	PromptIDs [][]int32
 }
 
 // Encoder appends the JSON of one response — its stream chunks as SSE
@@ -56,11 +62,12 @@ type Encoder struct {
 	chunkHead []byte // {"id":…,"object":…,"created":…,"model":…,"choices":[
 	fullHead  []byte // the same for the whole (non-streamed) response
 	offsets   []int  // per choice: text_offset of the next token (completions)
+	started   []bool // per choice: a chunk was written (TokenIDs: the prompt ids went out)
 }
 
 // NewEncoder returns an Encoder for the response cfg describes.
 func NewEncoder(cfg EncoderConfig) *Encoder {
-	e := &Encoder{cfg: cfg, offsets: make([]int, max(cfg.Choices, 1))}
+	e := &Encoder{cfg: cfg, offsets: make([]int, max(cfg.Choices, 1)), started: make([]bool, max(cfg.Choices, 1))}
 	chunkObj, fullObj := "text_completion", "text_completion"
 	if cfg.Kind == Chat {
 		chunkObj, fullObj = "chat.completion.chunk", "chat.completion"
@@ -106,7 +113,11 @@ func (e *Encoder) AppendRole(dst []byte, index int) []byte {
 		return dst
 	}
 	dst = e.chunkStart(dst, index)
-	dst = append(dst, `,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null`...)
+	dst = append(dst, `,"delta":{"role":"assistant","content":""}`...)
+	if e.cfg.TokenIDs {
+		dst = e.appendIDs(dst, index, nil)
+	}
+	dst = append(dst, `,"logprobs":null,"finish_reason":null`...)
 	return e.chunkEnd(dst)
 }
 
@@ -123,6 +134,14 @@ func (e *Encoder) AppendText(dst []byte, index int, text string, lp []engine.Eve
 // carries text: finish_reason is reason instead of null (reason "" gives
 // null, as AppendText).
 func (e *Encoder) AppendTextFinish(dst []byte, index int, text string, lp []engine.Event, reason string) []byte {
+	return e.AppendChunk(dst, index, text, lp, reason, nil)
+}
+
+// AppendChunk is AppendTextFinish for a response with TokenIDs: the chunk
+// carries ids, the ids of the tokens whose text it holds (all of them,
+// those whose text was held back before included), and, when it is the
+// choice's first, the prompt's ids. Without TokenIDs, ids is ignored.
+func (e *Encoder) AppendChunk(dst []byte, index int, text string, lp []engine.Event, reason string, ids []int32) []byte {
 	dst = e.chunkStart(dst, index)
 	if e.cfg.Kind == Chat {
 		dst = append(dst, `,"delta":{"content":`...)
@@ -131,6 +150,9 @@ func (e *Encoder) AppendTextFinish(dst []byte, index int, text string, lp []engi
 	} else {
 		dst = append(dst, `,"text":`...)
 		dst = appendString(dst, text)
+	}
+	if e.cfg.TokenIDs {
+		dst = e.appendIDs(dst, index, ids)
 	}
 	dst = append(dst, `,"logprobs":`...)
 	dst = e.AppendLogprobs(dst, index, text, lp)
@@ -146,15 +168,59 @@ func (e *Encoder) AppendTextFinish(dst []byte, index int, text string, lp []engi
 // AppendFinish appends the last chunk of choice index: an empty delta (or
 // text) and the finish reason.
 func (e *Encoder) AppendFinish(dst []byte, index int, reason string) []byte {
+	return e.AppendFinishIDs(dst, index, reason, nil)
+}
+
+// AppendFinishIDs is AppendFinish carrying ids, the ids of tokens whose
+// text was held back and never sent (a stop string's), when the response
+// has TokenIDs.
+func (e *Encoder) AppendFinishIDs(dst []byte, index int, reason string, ids []int32) []byte {
 	dst = e.chunkStart(dst, index)
 	if e.cfg.Kind == Chat {
 		dst = append(dst, `,"delta":{}`...)
 	} else {
 		dst = append(dst, `,"text":""`...)
 	}
+	if e.cfg.TokenIDs {
+		dst = e.appendIDs(dst, index, ids)
+	}
 	dst = append(dst, `,"logprobs":null,"finish_reason":`...)
 	dst = appendString(dst, reason)
 	return e.chunkEnd(dst)
+}
+
+// PromptIDsSent records that choice index's prompt ids went out before:
+// a resumed stream's encoder sends them only once.
+func (e *Encoder) PromptIDsSent(index int) {
+	if index >= 0 && index < len(e.started) {
+		e.started[index] = true
+	}
+}
+
+// appendIDs appends a choice's "token_ids" (ids) and, in the choice's
+// first chunk, its "prompt_token_ids".
+func (e *Encoder) appendIDs(dst []byte, index int, ids []int32) []byte {
+	if index < len(e.started) && !e.started[index] {
+		e.started[index] = true
+		if index < len(e.cfg.PromptIDs) {
+			dst = append(dst, `,"prompt_token_ids":`...)
+			dst = appendIDList(dst, e.cfg.PromptIDs[index])
+		}
+	}
+	dst = append(dst, `,"token_ids":`...)
+	return appendIDList(dst, ids)
+}
+
+// appendIDList appends ids as a JSON array.
+func appendIDList(dst []byte, ids []int32) []byte {
+	dst = append(dst, '[')
+	for i, id := range ids {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = strconv.AppendInt(dst, int64(id), 10)
+	}
+	return append(dst, ']')
 }
 
 // AppendUsage appends the chunk that stream_options.include_usage asks for:
@@ -209,6 +275,10 @@ type Choice struct {
 	Echo   string         // the echoed prompt text at the start of Text, if any
 	Events []engine.Event // the generated tokens, for logprobs
 	Finish string
+	// TokenIDs are the generated tokens' ids, written as "token_ids"
+	// (with the prompt's, "prompt_token_ids") when the encoder has
+	// TokenIDs.
+	TokenIDs []int32
 }
 
 // AppendResponse appends the whole response: every choice, then usage.
@@ -228,6 +298,12 @@ func (e *Encoder) AppendResponse(dst []byte, choices []Choice, u Usage) []byte {
 		} else {
 			dst = append(dst, `,"text":`...)
 			dst = appendString(dst, c.Text)
+		}
+		if e.cfg.TokenIDs {
+			if i < len(e.started) {
+				e.started[i] = false
+			}
+			dst = e.appendIDs(dst, i, c.TokenIDs)
 		}
 		dst = append(dst, `,"logprobs":`...)
 		evs := tokenEvents(c.Events)

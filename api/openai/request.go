@@ -52,7 +52,10 @@ type Params struct {
 	Stop      json.RawMessage    `json:"stop"` // a string or an array of strings
 	IgnoreEOS bool               `json:"ignore_eos"`
 	Priority  int                `json:"priority"` // lower starts first (vLLM)
-	User      string             `json:"user"`     // accepted and ignored
+	// ReturnTokenIDs is vLLM's return_token_ids: choices carry the ids of
+	// their tokens ("token_ids") and of the prompt ("prompt_token_ids").
+	ReturnTokenIDs bool   `json:"return_token_ids"`
+	User           string `json:"user"` // accepted and ignored
 }
 
 // StreamOptions is the stream_options object: OpenAI's include_usage, and
@@ -120,6 +123,8 @@ type Options struct {
 	Stream       bool
 	IncludeUsage bool
 	Delivery     Delivery
+	// TokenIDs is return_token_ids.
+	TokenIDs bool
 }
 
 // Delivery is how a stream's events are sent, from Spigot's extensions to
@@ -221,7 +226,7 @@ func isNull(raw json.RawMessage) bool {
 // options validates the shared fields. maxTokens is the effective limit
 // field (nil: absent) and defMax the default limit.
 func (p *Params) options(maxTokens *int, maxParam string, defMax int) (Options, error) {
-	o := Options{Model: p.Model, N: 1, Stream: p.Stream}
+	o := Options{Model: p.Model, N: 1, Stream: p.Stream, TokenIDs: p.ReturnTokenIDs}
 	if p.N != nil {
 		if *p.N < 1 || *p.N > MaxChoices {
 			return o, BadRequest("n", "n is %d; it must be between 1 and %d", *p.N, MaxChoices)
@@ -409,10 +414,12 @@ func (r *CompletionRequest) Prompts() ([]Prompt, error) {
 	if len(elems) == 0 {
 		return nil, BadRequest("prompt", "prompt is an empty array")
 	}
-	if len(elems) > MaxChoices {
+	first := bytes.TrimSpace(elems[0])[0]
+	if (first == '"' || first == '[') && len(elems) > MaxChoices {
+		// (An array of token ids is one prompt, however long.)
 		return nil, BadRequest("prompt", "prompt has %d prompts; at most %d are allowed", len(elems), MaxChoices)
 	}
-	switch bytes.TrimSpace(elems[0])[0] {
+	switch first {
 	case '"':
 		var ss []string
 		if json.Unmarshal(raw, &ss) != nil {

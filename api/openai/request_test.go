@@ -3,6 +3,7 @@ package openai
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,15 @@ func TestPrompts(t *testing.T) {
 		{`{}`, "error"},
 		{`[99999999999]`, "error"},
 	}
+	// One prompt of more token ids than MaxChoices is one prompt; as
+	// many strings are too many prompts.
+	ids, strs := make([]string, MaxChoices+1), make([]string, MaxChoices+1)
+	for i := range ids {
+		ids[i], strs[i] = "7", `"a"`
+	}
+	cases = append(cases,
+		struct{ raw, want string }{"[" + strings.Join(ids, ",") + "]", fmt.Sprint([]Prompt{{Tokens: slices.Repeat([]int32{7}, MaxChoices+1)}})},
+		struct{ raw, want string }{"[" + strings.Join(strs, ",") + "]", "error"})
 	for _, tc := range cases {
 		r := CompletionRequest{Prompt: []byte(tc.raw)}
 		ps, err := r.Prompts()
