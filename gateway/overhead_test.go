@@ -478,7 +478,7 @@ func TestOverhead(t *testing.T) {
 	t.Logf("%d concurrent streams of %d tokens at %v/token, %v on each path in %d rounds, GOMAXPROCS %d",
 		W, tokens, interval, *loadDuration, rounds, runtime.GOMAXPROCS(0))
 	t.Logf("%-8s %8s %8s %10s %10s %10s %10s %9s %10s", "path", "streams", "tokens", "TTFT p50", "p90", "p99", "max", "up conns", "CPU/token")
-	us := func(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/float64(time.Millisecond)) }
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/float64(time.Millisecond)) }
 	for _, p := range paths {
 		slices.Sort(p.ttfts)
 		x := p.ttfts
@@ -487,12 +487,12 @@ func TestOverhead(t *testing.T) {
 			cpu = fmt.Sprintf("%.2fµs", float64(p.cpuUsed)/float64(time.Microsecond)/float64(p.tokens))
 		}
 		t.Logf("%-8s %8d %8d %10s %10s %10s %10s %9d %10s", p.name, p.streams, p.tokens,
-			us(pct(x, 0.5)), us(pct(x, 0.9)), us(pct(x, 0.99)), us(x[len(x)-1]), p.conns, cpu)
+			ms(pct(x, 0.5)), ms(pct(x, 0.9)), ms(pct(x, 0.99)), ms(x[len(x)-1]), p.conns, cpu)
 	}
 	d := paths[0].ttfts
 	for _, p := range paths[1:] {
 		t.Logf("%s adds to TTFT: p50 %s, p90 %s, p99 %s; its process used %v of CPU for %d tokens (%.0f%% of a core over its phases)",
-			p.name, us(pct(p.ttfts, 0.5)-pct(d, 0.5)), us(pct(p.ttfts, 0.9)-pct(d, 0.9)), us(pct(p.ttfts, 0.99)-pct(d, 0.99)),
+			p.name, ms(pct(p.ttfts, 0.5)-pct(d, 0.5)), ms(pct(p.ttfts, 0.9)-pct(d, 0.9)), ms(pct(p.ttfts, 0.99)-pct(d, 0.99)),
 			p.cpuUsed.Round(time.Millisecond), p.tokens, 100*p.cpuUsed.Seconds()/(*loadDuration+time.Duration(rounds)*streamTime).Seconds())
 	}
 }
