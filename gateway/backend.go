@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"time"
 
 	"github.com/spigot-llm/spigot/api/ollama"
@@ -71,7 +72,7 @@ func (g *Gateway) send(ctx context.Context, u *Upstream, r *request, body []byte
 	case auth != "":
 		hreq.Header.Set("Authorization", auth)
 	}
-	resp, err := g.client.Do(hreq)
+	resp, err := g.do(ctx, hreq, body)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -100,6 +101,27 @@ func (g *Gateway) send(ctx context.Context, u *Upstream, r *request, body []byte
 		}
 	}
 	return resp, a, nil
+}
+
+// do sends req, whose body is body, to an upstream. An upstream may close
+// a kept-alive connection just as a request goes out on it: llama-server,
+// like uvicorn (vLLM) and Node, closes connections idle for 5 s, and
+// net/http does not send a POST again. So a request that fails on a
+// reused connection before any response is sent again (twice at most)
+// rather than counted as the upstream's failure.
+func (g *Gateway) do(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
+	var reused bool
+	trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { reused = ci.Reused }}
+	req = req.WithContext(httptrace.WithClientTrace(ctx, trace))
+	for try := 0; ; try++ {
+		reused = false
+		resp, err := g.client.Do(req)
+		if err == nil || !reused || try == 2 || ctx.Err() != nil {
+			return resp, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = io.NopCloser(bytes.NewReader(body))
+	}
 }
 
 func readAllLimit(r io.Reader) ([]byte, error) {

@@ -62,7 +62,10 @@
 // passes. Passively, a request that fails on an upstream (connection
 // error, 5xx, a stream cut short, an error event of type server_error)
 // takes it out for health.cooldown. A 429 is retried elsewhere without
-// ejecting.
+// ejecting. A request that fails on a kept-alive connection before any
+// response (the upstream closed the connection as the request went out:
+// llama-server, uvicorn and Node close connections idle for 5 s) is sent
+// again to the same upstream (twice at most) before it counts as failed.
 //
 // # Discovery
 //
