@@ -28,7 +28,12 @@ func FuzzSSESource(f *testing.F) {
 				return
 			}
 			total += len(raw)
-			if !bytes.HasSuffix(raw, []byte("\n\n")) && !bytes.HasSuffix(raw, []byte("\n\r\n")) && !bytes.HasSuffix(raw, []byte("\r\n\r\n")) {
+			// The event ends with a line holding nothing but line-end
+			// bytes ("\n", "\r\n", or carriage returns, each an empty
+			// line to an SSE client), after a line of its own.
+			body := bytes.TrimSuffix(raw, []byte("\n"))
+			last := body[bytes.LastIndexByte(body, '\n')+1:]
+			if len(body) == len(raw) || len(bytes.Trim(last, "\r")) != 0 || len(last) == len(body) {
 				t.Fatalf("event %q does not end in a blank line", raw)
 			}
 			if len(data) > len(raw) {
