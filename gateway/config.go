@@ -33,6 +33,32 @@ type Config struct {
 	Routing RoutingConfig `yaml:"routing"`
 	// Auth lists the client keys and their rate limits (none: open).
 	Auth AuthConfig `yaml:"auth"`
+	// Limits bounds the gateway's own load.
+	Limits LimitsConfig `yaml:"limits"`
+	// CORS lets browser pages from other origins call the gateway.
+	CORS CORSConfig `yaml:"cors"`
+}
+
+// LimitsConfig bounds the gateway's own load.
+type LimitsConfig struct {
+	// MaxInFlight caps the generation requests the gateway has in flight
+	// (streams included, until their end); more wait, and are admitted
+	// fairly across keys (see auth.keys' share and the package doc).
+	// 0 means no cap.
+	MaxInFlight int `yaml:"max_in_flight"`
+}
+
+// CORSConfig configures cross-origin requests from browsers.
+type CORSConfig struct {
+	// AllowedOrigins are the origins (scheme://host[:port]) whose pages
+	// may call the gateway; "*" allows any. None: CORS is off.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// AllowedHeaders are the request headers a page may send. Default
+	// Authorization and Content-Type.
+	AllowedHeaders []string `yaml:"allowed_headers"`
+	// MaxAge is how long a browser may cache a preflight's answer.
+	// Default 10m.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // UpstreamConfig is one upstream server.
@@ -224,6 +250,12 @@ func (c *Config) check() error {
 		h.Cooldown = 10 * time.Second
 	}
 	if err := c.Auth.check(); err != nil {
+		return err
+	}
+	if c.Limits.MaxInFlight < 0 {
+		return fmt.Errorf("limits: max_in_flight %d is negative", c.Limits.MaxInFlight)
+	}
+	if err := c.CORS.check(); err != nil {
 		return err
 	}
 	r := &c.Routing

@@ -95,11 +95,63 @@
 //
 // With auth.keys configured, every route but /health and /ready needs
 // "Authorization: Bearer KEY" with a listed key; the file holds only each
-// key's SHA-256. Each key may have a rate limit: a token bucket of burst
-// requests refilled at requests_per_minute; a generation request that
-// finds it empty gets a 429 with Retry-After. Clients' keys are never sent
-// upstream. Without keys the gateway is open, and a client's Authorization
-// header goes to upstreams that have no api_key of their own.
+// key's SHA-256. Clients' keys are never sent upstream. Without keys the
+// gateway is open, and a client's Authorization header goes to upstreams
+// that have no api_key of their own.
+//
+// Each key may have two rate limits, token buckets checked when a
+// generation request arrives: burst requests refilled at
+// requests_per_minute, and token_burst tokens (default a minute's worth)
+// refilled at tokens_per_minute. A request is admitted while its key has a
+// request and the token bucket is above zero; otherwise it gets a 429 with
+// Retry-After (when the bucket will allow one). Tokens are charged as the
+// request goes, so a long stream may take the bucket below zero and the
+// next requests wait for it to refill:
+//
+//   - the prompt at admission, estimated as a quarter of the request
+//     body's bytes (at least 1);
+//   - one completion token per chunk with text, as it is relayed (one per
+//     token on Spigot and vLLM);
+//   - when a usage report comes (always in a whole response; in a stream
+//     with stream_options.include_usage), the charge becomes its prompt
+//     and completion tokens; a whole response without usage is charged a
+//     quarter of its bytes.
+//
+// What was charged stays charged when the client goes away or the stream
+// fails: aborted streams pay for what they got. Every keyed response (429s
+// and streams included) carries OpenAI's headers for the limits the key
+// has, as of admission: x-ratelimit-limit-requests (per minute),
+// x-ratelimit-remaining-requests, x-ratelimit-reset-requests (until the
+// bucket is full, as "1.5s"), and the -tokens variants.
+//
+// # Priority and fair sharing
+//
+// A key's priority is set as the "priority" field of its requests to
+// spigot upstreams (replacing the client's; lower starts first in the
+// engine's queue); other kinds get the body as sent. A key's
+// max_concurrent caps its generation requests in flight; limits.max_in_flight
+// caps the gateway's. Requests over either wait (their body read, so a
+// client that goes away leaves the queue) and are admitted by stride
+// scheduling: among keys with a request waiting and room under their cap,
+// the one with the least pass goes next and its pass grows by 1/share, a
+// key that was idle starting at the current pass. So while keys wait, each
+// is admitted in proportion to its share, however many requests it queued:
+// a key with 50 waiting and one with 5 alternate (TestFairSharing), and
+// within a key requests go in order. Keyless requests (an open gateway)
+// share one class. spigot_gateway_admission_wait_seconds is the wait.
+//
+// # CORS and TLS
+//
+// With cors.allowed_origins ("*": any), a request whose Origin is listed
+// gets Access-Control-Allow-Origin (the origin), Vary: Origin and
+// Access-Control-Expose-Headers (the rate-limit headers, Retry-After,
+// X-Spigot-Upstream), streams included; its preflight (OPTIONS with
+// Access-Control-Request-Method, no key needed) is answered 204 with
+// the methods (GET, POST), cors.allowed_headers (default Authorization,
+// Content-Type) and Access-Control-Max-Age (cors.max_age, default 10m).
+// Other origins get no CORS headers, so browsers keep the answers from
+// their pages. `spigot gateway --tls-cert FILE --tls-key FILE` serves
+// HTTPS. Request bodies over [openai.MaxBodyBytes] get 413.
 //
 // # Failover
 //

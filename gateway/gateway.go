@@ -60,6 +60,10 @@ type Gateway struct {
 	mux    *http.ServeMux
 	now    func() time.Time
 	keys   map[string]*clientKey // by SHA-256, hex
+	// Admission: every key's class (and the keyless requests', anon).
+	adm     *admission
+	classes classList
+	anon    *class
 
 	draining atomic.Bool
 	// onContinue, if set (by tests), is called when a stream is continued
@@ -109,10 +113,16 @@ func New(cfg *Config, opts Options) *Gateway {
 		}
 	}
 	g.ups.Store(&ups)
+	g.adm = &admission{max: cfg.Limits.MaxInFlight}
+	g.anon = &class{share: 1}
+	g.classes = classList{g.anon}
 	if len(cfg.Auth.Keys) > 0 {
 		g.keys = map[string]*clientKey{}
-		for _, k := range cfg.Auth.Keys {
-			g.keys[k.SHA256] = &clientKey{cfg: k}
+		for _, kc := range cfg.Auth.Keys {
+			k := newClientKey(kc)
+			k.class = &class{share: kc.Share, maxConc: kc.MaxConcurrent}
+			g.classes = append(g.classes, k.class)
+			g.keys[kc.SHA256] = k
 		}
 	}
 	g.m = newGatewayMetrics(g.reg, g)
@@ -206,14 +216,10 @@ func (g *Gateway) routes() {
 		}
 	})
 	mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) {
-		if g.authenticate(w, r, true) {
-			g.handleGenerate(w, r, openai.Completion)
-		}
+		g.serveGenerate(w, r, openai.Completion)
 	})
 	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
-		if g.authenticate(w, r, true) {
-			g.handleGenerate(w, r, openai.Chat)
-		}
+		g.serveGenerate(w, r, openai.Chat)
 	})
 	for _, path := range []string{"/tokenize", "/detokenize"} {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
@@ -235,7 +241,12 @@ func (g *Gateway) routes() {
 }
 
 // ServeHTTP serves the gateway's routes.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.cors(w, r) {
+		return
+	}
+	g.mux.ServeHTTP(w, r)
+}
 
 // handleReady answers 200 while some upstream is healthy and the gateway
 // is not draining.

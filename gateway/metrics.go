@@ -22,7 +22,8 @@ const (
 //	spigot_gateway_affinity_total{result}                     counter    first choices of requests with a prompt: hit (the prefix's upstream) or miss (load moved it)
 //	spigot_gateway_failovers_total{stage}                     counter    requests moved to another upstream: before_first_token or mid_stream
 //	spigot_gateway_ttft_overhead_seconds                      histogram  the gateway's share of a stream's time to first token
-//	spigot_gateway_rate_limited_total{key}                    counter    requests refused for a client key over its rate limit
+//	spigot_gateway_rate_limited_total{key,reason}             counter    requests refused for a client key over its rate limit: reason requests or tokens
+//	spigot_gateway_admission_wait_seconds                     histogram  time generation requests waited for max_in_flight or their key's max_concurrent
 //	spigot_gateway_upstream_healthy{upstream}                 gauge      1 if the upstream takes new requests, else 0
 //	spigot_gateway_upstream_in_flight{upstream}               gauge      requests the gateway has open on the upstream
 //	spigot_gateway_upstream_queued{upstream}                  gauge      queue depth last scraped from a spigot upstream
@@ -33,6 +34,8 @@ type gatewayMetrics struct {
 	failovers *prometheus.CounterVec
 	overhead  prometheus.Histogram
 	limited   *prometheus.CounterVec
+
+	admissionWait prometheus.Histogram
 }
 
 func newGatewayMetrics(reg prometheus.Registerer, g *Gateway) *gatewayMetrics {
@@ -57,9 +60,14 @@ func newGatewayMetrics(reg prometheus.Registerer, g *Gateway) *gatewayMetrics {
 	}
 	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "spigot", Subsystem: "gateway", Name: "rate_limited_total",
-		Help: "Requests refused with 429 because their client key was over its rate limit, by key name.",
-	}, []string{"key"})
-	reg.MustRegister(m.requests, m.affinity, m.failovers, m.overhead, m.limited, upstreamCollector{g})
+		Help: "Requests refused with 429 because their client key was over its rate limit, by key name and reason: requests or tokens.",
+	}, []string{"key", "reason"})
+	m.admissionWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "spigot", Subsystem: "gateway", Name: "admission_wait_seconds",
+		Help:    "Time generation requests waited for limits.max_in_flight or their key's max_concurrent.",
+		Buckets: []float64{0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+	})
+	reg.MustRegister(m.requests, m.affinity, m.failovers, m.overhead, m.limited, m.admissionWait, upstreamCollector{g})
 	return m
 }
 

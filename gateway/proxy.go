@@ -22,7 +22,8 @@ const (
 )
 
 // handleGenerate proxies POST /v1/completions and /v1/chat/completions.
-func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind openai.Kind) {
+// m, if not nil, charges the request's tokens to its key.
+func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind openai.Kind, m *meter) {
 	start := g.now()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, openai.MaxBodyBytes))
 	if err != nil {
@@ -38,7 +39,8 @@ func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind op
 		openai.WriteError(w, openai.ModelNotFound(req.model))
 		return
 	}
-	st := &relay{g: g, w: w, rc: http.NewResponseController(w), req: req, start: start}
+	m.estimatePrompt(len(body))
+	st := &relay{g: g, w: w, rc: http.NewResponseController(w), req: req, start: start, meter: m}
 	if len(g.keys) == 0 {
 		st.auth = r.Header.Get("Authorization") // an open gateway passes the client's key on
 	}
@@ -99,6 +101,7 @@ type relay struct {
 	start time.Time
 	auth  string // the client's Authorization, sent to upstreams without a key of their own
 	touch func() // the current attempt got something: its stall timer restarts
+	meter *meter // charges the key's tokens; nil: none
 
 	started bool // the response status and headers were sent
 	buf     []byte
@@ -161,6 +164,7 @@ func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 	case spigot && !st.req.tokenIDs:
 		body, st.asked = withTokenIDs(body), true
 	}
+	body = st.meter.withPriority(body, u)
 	u.inflight.Add(1)
 	defer u.inflight.Add(-1)
 	ctx, cancel := context.WithCancelCause(parent)
@@ -236,6 +240,7 @@ func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 			}
 			return outcomeFailed, err
 		}
+		st.meter.whole(b)
 		h := st.w.Header()
 		h.Set("Content-Type", "application/json")
 		h.Set("X-Spigot-Upstream", u.cfg.Name)
@@ -425,6 +430,7 @@ func (st *relay) event(raw, data []byte) error {
 				st.text.WriteString(text)
 			}
 			st.tokens++
+			st.meter.token()
 			if st.upFirst.IsZero() {
 				st.upFirst = st.g.now()
 			}
@@ -438,6 +444,7 @@ func (st *relay) event(raw, data []byte) error {
 	}
 	if c.Usage != nil {
 		st.usage = true
+		st.meter.usage(st.adjust(*c.Usage))
 	}
 	if st.asked || st.cont {
 		// Ids the client did not ask for go; a continuation's prompt ids
@@ -463,18 +470,27 @@ func (st *relay) event(raw, data []byte) error {
 		}
 	}
 	if c.Usage != nil {
-		u := *c.Usage
-		u.CompletionTokens += st.base
-		if st.extended {
-			u.PromptTokens = max(u.PromptTokens-st.base, 0)
-		}
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
-		f["usage"] = mustJSON(u)
+		f["usage"] = mustJSON(st.adjust(*c.Usage))
 	}
 	st.buf = append(st.buf, "data: "...)
 	st.buf = append(st.buf, marshalObject(f, chunkKeyOrder)...)
 	st.buf = append(st.buf, "\n\n"...)
 	return nil
+}
+
+// adjust makes the current attempt's usage the whole stream's: a
+// continuation's counts the tokens sent before it as completion tokens,
+// not as prompt tokens.
+func (st *relay) adjust(u openai.Usage) openai.Usage {
+	if !st.cont {
+		return u
+	}
+	u.CompletionTokens += st.base
+	if st.extended {
+		u.PromptTokens = max(u.PromptTokens-st.base, 0)
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u
 }
 
 // chatChoices re-encodes the choices of a completions chunk (a chat's

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,8 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM or Ctrl-C, how long running requests may go on before they are ended")
 	drainDelay := fs.Duration("drain-delay", 0, "on SIGTERM, how long /ready answers 503 while new requests are still served, before the listener closes (let a load balancer notice)")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	tlsKey := fs.String("tls-key", "", "the private key of --tls-cert (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,6 +42,17 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 	}
 	if *configPath == "" {
 		return errors.New("--config is required")
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	var tlsCfg *tls.Config
+	if *tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return fmt.Errorf("loading the TLS certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	cfg, err := gateway.LoadConfig(*configPath)
 	if err != nil {
@@ -52,10 +66,20 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 		return err
 	}
 	hs := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), TLSConfig: tlsCfg}
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	log.Info("gateway listening", "url", "http://"+ln.Addr().String()+"/v1", "upstreams", len(cfg.Upstreams))
+	go func() {
+		if tlsCfg != nil {
+			served <- hs.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+		} else {
+			served <- hs.Serve(ln)
+		}
+	}()
+	log.Info("gateway listening", "url", scheme+"://"+ln.Addr().String()+"/v1", "upstreams", len(cfg.Upstreams))
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
