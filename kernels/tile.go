@@ -46,10 +46,7 @@ func DotTile(out []float32, os int, w []float32, ws, nr int, x []float32, xs, nc
 		return
 	}
 	f := &active.f
-	full := nr
-	if padded := (nr+3)&^3 - 1; len(w) < padded*ws+n {
-		full = nr &^ 3
-	}
+	full := inPlaceRows(len(w), ws, nr, n)
 	steps := n / 8
 	wb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(w))), 4*len(w))
 	for k := 0; k < nc; k += f.maxCols {
@@ -61,17 +58,10 @@ func DotTile(out []float32, os int, w []float32, ws, nr int, x []float32, xs, nc
 	if full == nr {
 		return
 	}
-	// The last rows, copied into a zero-padded tile of 4.
+	// (The buffer is declared here, on the rare path: it escapes.)
 	var buf [4 * 512]float32
-	tw := buf[:]
-	if 4*n > len(buf) {
-		tw = make([]float32, 4*n)
-	}
+	tw := padTail(w, ws, full, nr, n, buf[:])
 	rem := nr - full
-	for r := range rem {
-		copy(tw[r*n:(r+1)*n], w[(full+r)*ws:(full+r)*ws+n])
-	}
-	clear(tw[rem*n : 4*n])
 	twb := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(tw))), 4*len(tw))
 	for k := 0; k < nc; k += f.maxCols {
 		c := min(f.maxCols, nc-k)
@@ -136,10 +126,7 @@ func DotTileF16(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, 
 		dotTileF16Generic(out, os, w, ws, nr, x, xs, nc, n)
 		return
 	}
-	full := nr
-	if padded := (nr+3)&^3 - 1; len(w) < padded*ws+n {
-		full = nr &^ 3
-	}
+	full := inPlaceRows(len(w), ws, nr, n)
 	if full > 0 {
 		active.dotTileF16(out, os, w, ws, full, x, xs, nc, n)
 	}
@@ -147,16 +134,8 @@ func DotTileF16(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, 
 		return
 	}
 	var buf [4 * 512]uint16
-	tw := buf[:]
-	if 4*n > len(buf) {
-		tw = make([]uint16, 4*n)
-	}
-	rem := nr - full
-	for r := range rem {
-		copy(tw[r*n:(r+1)*n], w[(full+r)*ws:(full+r)*ws+n])
-	}
-	clear(tw[rem*n : 4*n])
-	active.dotTileF16(out[full:], os, tw, n, rem, x, xs, nc, n)
+	tw := padTail(w, ws, full, nr, n, buf[:])
+	active.dotTileF16(out[full:], os, tw, n, nr-full, x, xs, nc, n)
 }
 
 // dotTileF16Generic is DotTileF16 in portable Go: with n a multiple of 8,
@@ -228,4 +207,31 @@ func AxpyTileF16(out []float32, os int, p []float32, ps, nc int, v []uint16, vs,
 			active.axpy(p[k*ps+r], row, out[k*os:k*os+n])
 		}
 	}
+}
+
+// inPlaceRows is how many of nr rows (ws apart, n elements used, in a
+// slice of lenW) a kernel reading rows four at a time may read in place:
+// all of them when the slice reaches the next multiple of 4, else the
+// multiples of 4.
+func inPlaceRows(lenW, ws, nr, n int) int {
+	if padded := (nr+3)&^3 - 1; lenW >= padded*ws+n {
+		return nr
+	}
+	return nr &^ 3
+}
+
+// padTail copies rows [full, nr) of w into a zero-padded tile of 4 rows of
+// n, in buf when it is large enough.
+func padTail[T float32 | uint16](w []T, ws, full, nr, n int, buf []T) []T {
+	tail := buf
+	if 4*n > len(buf) {
+		tail = make([]T, 4*n)
+	}
+	tail = tail[:4*n]
+	rem := nr - full
+	for r := range rem {
+		copy(tail[r*n:(r+1)*n], w[(full+r)*ws:(full+r)*ws+n])
+	}
+	clear(tail[rem*n:])
+	return tail
 }
