@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -220,18 +221,13 @@ func (k *clientKey) charge(now time.Time, n float64) {
 // key is missing or unknown it answers 401 itself and returns false; with
 // no keys configured it returns nil and true.
 func (g *Gateway) lookupKey(w http.ResponseWriter, r *http.Request) (*clientKey, bool) {
-	if len(g.keys) == 0 {
-		return nil, true
-	}
 	token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !found || token == "" {
-		openai.WriteError(w, openai.Unauthorized(true))
-		return nil, false
+	if !found {
+		token = ""
 	}
-	sum := sha256.Sum256([]byte(token))
-	k := g.keys[hex.EncodeToString(sum[:])]
-	if k == nil {
-		openai.WriteError(w, openai.Unauthorized(false))
+	k, err := g.keyFor(token)
+	if err != nil {
+		openai.WriteError(w, err)
 		return nil, false
 	}
 	return k, true
@@ -256,19 +252,71 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, limit boo
 // limit takes a request from k's buckets, or answers 429 and returns
 // false.
 func (g *Gateway) limit(w http.ResponseWriter, k *clientKey) bool {
-	ok, reason, wait := k.allow(g.now(), w.Header())
+	if e := g.take(k, w.Header()); e != nil {
+		openai.WriteError(w, e)
+		return false
+	}
+	return true
+}
+
+// take takes a request from k's buckets, setting the rate-limit headers
+// on h, or returns the 429 error.
+func (g *Gateway) take(k *clientKey, h http.Header) *openai.Error {
+	ok, reason, wait := k.allow(g.now(), h)
 	if ok {
-		return true
+		return nil
 	}
 	g.m.limited.WithLabelValues(k.cfg.Name, reason).Inc()
 	what := strconv.FormatFloat(k.cfg.RequestsPerMinute, 'g', -1, 64) + " requests per minute"
 	if reason == reasonTokens {
 		what = strconv.FormatFloat(k.cfg.TokensPerMinute, 'g', -1, 64) + " tokens per minute"
 	}
-	openai.WriteError(w, &openai.Error{Status: http.StatusTooManyRequests, Type: openai.TypeRateLimit, Code: "rate_limit_exceeded",
+	return &openai.Error{Status: http.StatusTooManyRequests, Type: openai.TypeRateLimit, Code: "rate_limit_exceeded",
 		RetryAfter: max(1, int(math.Ceil(wait.Seconds()))),
-		Message:    "rate limit reached for key " + strconv.Quote(k.cfg.Name) + ": " + what})
-	return false
+		Message:    "rate limit reached for key " + strconv.Quote(k.cfg.Name) + ": " + what}
+}
+
+// keyFor finds the key of a bearer token when keys are configured: nil
+// when none are; a 401 error when the token is missing or unknown.
+func (g *Gateway) keyFor(token string) (*clientKey, error) {
+	if len(g.keys) == 0 {
+		return nil, nil
+	}
+	if token == "" {
+		return nil, openai.Unauthorized(true)
+	}
+	sum := sha256.Sum256([]byte(token))
+	k := g.keys[hex.EncodeToString(sum[:])]
+	if k == nil {
+		return nil, openai.Unauthorized(false)
+	}
+	return k, nil
+}
+
+// admit takes a generation request of key k (nil: none) through the rate
+// limits and admission, for the WebSocket and gRPC fronts (HTTP's is
+// serveGenerate): the meter to charge, and release, to call once when the
+// request ends. It fails with a 429 error, or ctx's.
+func (g *Gateway) admit(ctx context.Context, k *clientKey) (*meter, func(), error) {
+	c := g.anon
+	var m *meter
+	if k != nil {
+		if e := g.take(k, http.Header{}); e != nil {
+			return nil, nil, e
+		}
+		c = k.class
+		m = &meter{g: g, key: k}
+		if k.cfg.Priority != nil {
+			m.priority = mustJSON(*k.cfg.Priority)
+		}
+	}
+	start := g.now()
+	if !g.adm.acquire(ctx, g.classes, c) {
+		return nil, nil, ctx.Err()
+	}
+	g.m.admissionWait.Observe(g.now().Sub(start).Seconds())
+	var once sync.Once
+	return m, func() { once.Do(func() { g.adm.release(g.classes, c) }) }, nil
 }
 
 // meter charges one request's tokens to its key as they stream: the

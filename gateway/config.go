@@ -37,6 +37,33 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// CORS lets browser pages from other origins call the gateway.
 	CORS CORSConfig `yaml:"cors"`
+	// Streams configures resumable streams, and how gateway instances
+	// find each other's (see the package doc).
+	Streams StreamsConfig `yaml:"streams"`
+}
+
+// StreamsConfig configures resumable streams. A streamed generation's
+// events are kept by the gateway instance that runs it; a client that
+// reconnects (GET /v1/streams/ID with Last-Event-ID, a WebSocket or gRPC
+// resume) gets the rest. With several instances, set Advertise and the
+// same Secret on each: a stream's id then names the instance that owns
+// it, signed, and any instance forwards a resume to the owner.
+type StreamsConfig struct {
+	// ResumeWindow is how long a stream whose client went away keeps
+	// running for the client to resume it (then it is canceled), and how
+	// long a finished stream's events are kept. Default 60s; a negative
+	// value turns resuming off (a disconnect cancels at once).
+	ResumeWindow time.Duration `yaml:"resume_window"`
+	// Advertise is this instance's base URL as the other instances reach
+	// it (on Kubernetes, the pod's IP: http://$(POD_IP):8080). Empty: a
+	// single instance; stream ids name no owner.
+	Advertise string `yaml:"advertise"`
+	// Secret signs the owner named in stream ids (HMAC-SHA256), so that
+	// no client can make an instance forward to an address of its
+	// choosing. The same on every instance; required with Advertise.
+	Secret string `yaml:"secret"`
+	// SecretEnv names an environment variable holding Secret instead.
+	SecretEnv string `yaml:"secret_env"`
 }
 
 // LimitsConfig bounds the gateway's own load.
@@ -258,6 +285,9 @@ func (c *Config) check() error {
 	if err := c.CORS.check(); err != nil {
 		return err
 	}
+	if err := c.Streams.check(); err != nil {
+		return err
+	}
 	r := &c.Routing
 	if r.PrefixBytes == 0 {
 		r.PrefixBytes = 1024
@@ -279,6 +309,33 @@ func (c *Config) check() error {
 	}
 	if r.StallTimeout == 0 {
 		r.StallTimeout = 5 * time.Minute
+	}
+	return nil
+}
+
+func (s *StreamsConfig) check() error {
+	if s.ResumeWindow == 0 {
+		s.ResumeWindow = 60 * time.Second
+	}
+	if s.SecretEnv != "" {
+		if s.Secret != "" {
+			return errors.New("streams: set secret or secret_env, not both")
+		}
+		s.Secret = os.Getenv(s.SecretEnv)
+		if s.Secret == "" {
+			return fmt.Errorf("streams: secret_env %s is empty or not set", s.SecretEnv)
+		}
+	}
+	if s.Advertise == "" {
+		return nil
+	}
+	p, err := url.Parse(s.Advertise)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || (p.Path != "" && p.Path != "/") {
+		return fmt.Errorf("streams: advertise %q is not an http(s) base URL", s.Advertise)
+	}
+	s.Advertise = strings.TrimSuffix(s.Advertise, "/")
+	if len(s.Secret) < 16 {
+		return errors.New("streams: advertise needs a secret (secret or secret_env) of at least 16 bytes, the same on every instance")
 	}
 	return nil
 }

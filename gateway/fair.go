@@ -149,7 +149,8 @@ func (g *Gateway) serveGenerate(w http.ResponseWriter, r *http.Request, kind ope
 	if !g.adm.acquire(r.Context(), g.classes, c) {
 		return // the client went away while waiting
 	}
-	defer g.adm.release(g.classes, c)
+	var once sync.Once
+	release := func() { once.Do(func() { g.adm.release(g.classes, c) }) }
 	g.m.admissionWait.Observe(g.now().Sub(start).Seconds())
-	g.handleGenerate(w, r, kind, m)
+	g.handleGenerate(w, r, kind, m, release)
 }

@@ -618,29 +618,44 @@ func TestOllamaTranslation(t *testing.T) {
 	}
 }
 
-// TestClientDisconnect: a client that goes away cancels the upstream
-// request (the upstream sees its context end), the attempt counts as
+// TestClientDisconnect: a client that goes away leaves its stream
+// running for the resume window, then the upstream request is canceled
+// (the upstream sees its context end); one that asked for
+// cancel_on_disconnect cancels it at once. The attempts count as
 // canceled, and the upstream is not ejected.
 func TestClientDisconnect(t *testing.T) {
-	gone := make(chan struct{})
+	gone := make(chan struct{}, 2)
 	a := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		sseChunks(w, false, "cmpl-x", []string{"a"}, "", 0)
 		<-r.Context().Done()
-		close(gone)
+		gone <- struct{}{}
 	})
-	gwy := newGW(t, fakeConfig(t, KindSpigot, "", nil, a))
-	ctx, cancel := context.WithCancel(context.Background())
-	res := stream(ctx, http.DefaultClient, gwy.ts.URL, "/v1/completions", `{"model":"m","prompt":"x","stream":true}`, cancel)
-	if res.chunks != 1 {
-		t.Fatalf("%d chunks before the cancel, want 1 (%v)", res.chunks, res.err)
-	}
-	select {
-	case <-gone:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the upstream request was not canceled")
+	const window = time.Second
+	gwy := newGW(t, fakeConfig(t, KindSpigot, "streams: {resume_window: 1s}\n", nil, a))
+	for _, tc := range []struct {
+		body string
+		wait time.Duration // before the upstream sees the cancel
+	}{
+		{`{"model":"m","prompt":"x","stream":true}`, window},
+		{`{"model":"m","prompt":"x","stream":true,"stream_options":{"cancel_on_disconnect":true}}`, 0},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		res := stream(ctx, http.DefaultClient, gwy.ts.URL, "/v1/completions", tc.body, cancel)
+		cut := time.Now()
+		if res.chunks != 1 {
+			t.Fatalf("%d chunks before the cancel, want 1 (%v)", res.chunks, res.err)
+		}
+		select {
+		case <-gone:
+			if d := time.Since(cut); d < tc.wait*8/10 {
+				t.Errorf("%s: the upstream request was canceled %v after the client went away, want about %v", tc.body, d, tc.wait)
+			}
+		case <-time.After(tc.wait + 5*time.Second):
+			t.Fatalf("%s: the upstream request was not canceled", tc.body)
+		}
 	}
 	waitFor(t, "the attempt to be counted", 5*time.Second, func() bool {
-		return gwy.counter(t, "spigot_gateway_upstream_requests_total", "upstream", "r0", "outcome", outcomeCanceled) == 1
+		return gwy.counter(t, "spigot_gateway_upstream_requests_total", "upstream", "r0", "outcome", outcomeCanceled) == 2
 	})
 	if got := gwy.counter(t, "spigot_gateway_upstream_healthy", "upstream", "r0"); got != 1 {
 		t.Errorf("r0 healthy = %g after a client went away, want 1", got)

@@ -35,6 +35,10 @@ type Options struct {
 	// WriteTimeout bounds each write to a client (a client that reads
 	// nothing for this long loses its request). 0 means 60 s.
 	WriteTimeout time.Duration
+	// KeepAlive is how long a client's stream may stay silent before an
+	// SSE comment is sent on it, so that proxies do not time it out.
+	// 0 means 15 s; negative, never.
+	KeepAlive time.Duration
 	// LookupNetIP resolves the host of an upstream with discovery: dns.
 	// A [net.DNSError] with IsNotFound means the name has no address
 	// (a headless Service with no ready pod); other errors keep the
@@ -65,6 +69,9 @@ type Gateway struct {
 	classes classList
 	anon    *class
 
+	streams  streams        // resumable sessions by id
+	sessions sync.WaitGroup // running relays
+
 	draining atomic.Bool
 	// onContinue, if set (by tests), is called when a stream is continued
 	// on another upstream, with the request and what was sent so far.
@@ -81,6 +88,12 @@ func New(cfg *Config, opts Options) *Gateway {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case opts.KeepAlive == 0:
+		opts.KeepAlive = 15 * time.Second
+	case opts.KeepAlive < 0:
+		opts.KeepAlive = 0
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 60 * time.Second
@@ -151,11 +164,14 @@ func (g *Gateway) startHealth(u *Upstream) {
 	go g.healthLoop(ctx, u)
 }
 
-// Close stops the health checks and closes idle upstream connections.
-// Requests in progress go on; stop the HTTP server first.
+// Close stops the health checks, cancels the relays still running
+// (streams no client reads, kept for a resume) and closes idle upstream
+// connections. Stop the HTTP server first: requests in progress go on
+// until then.
 func (g *Gateway) Close() {
 	g.stop()
 	g.wg.Wait()
+	g.sessions.Wait()
 	g.client.CloseIdleConnections()
 }
 
@@ -221,6 +237,9 @@ func (g *Gateway) routes() {
 	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
 		g.serveGenerate(w, r, openai.Chat)
 	})
+	mux.HandleFunc("GET /v1/streams/{id}", g.handleStream)
+	mux.HandleFunc("POST /v1/streams/{id}/cancel", g.handleCancel)
+	mux.HandleFunc("GET /v1/ws", g.handleWS)
 	for _, path := range []string{"/tokenize", "/detokenize"} {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
 			if g.authenticate(w, r, false) {

@@ -151,7 +151,7 @@ func TestTokensChargedWhenCut(t *testing.T) {
 	gwy.g.now = func() time.Time { return base }
 	client := keyClient("sk-alice")
 
-	body := `{"model":"m","prompt":"abort me","stream":true}`
+	body := `{"model":"m","prompt":"abort me","stream":true,"stream_options":{"cancel_on_disconnect":true}}`
 	ctx, cancel := context.WithCancel(context.Background())
 	seen := 0
 	res := stream(ctx, client, gwy.ts.URL, "/v1/completions", body, func() {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spigot-llm/spigot/api/openai"
+	streamlog "github.com/spigot-llm/spigot/stream"
 )
 
 // Limits on what the gateway reads from an upstream in one piece.
@@ -21,30 +22,44 @@ const (
 	maxResponseBody = 64 << 20 // a whole (non-streamed) response
 )
 
-// handleGenerate proxies POST /v1/completions and /v1/chat/completions.
-// m, if not nil, charges the request's tokens to its key.
-func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind openai.Kind, m *meter) {
+// handleGenerate serves POST /v1/completions and /v1/chat/completions:
+// a request that carries Last-Event-ID resumes that stream; any other
+// starts a session whose relay answers it. m, if not nil, charges the
+// request's tokens to its key; release (called once) frees its admission
+// slot when the relay ends.
+func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind openai.Kind, m *meter, release func()) {
 	start := g.now()
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		release()
+		g.resumeSSE(w, r, v, "", kind)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, openai.MaxBodyBytes))
-	if err != nil {
-		openai.WriteError(w, err)
-		return
+	if err == nil {
+		var req *request
+		if req, err = parseRequest(body, kind, g.cfg.Routing.PrefixBytes); err == nil {
+			if !g.serves(req.model) {
+				err = openai.ModelNotFound(req.model)
+			} else {
+				m.estimatePrompt(len(body))
+				auth := ""
+				if len(g.keys) == 0 {
+					auth = r.Header.Get("Authorization") // an open gateway passes the client's key on
+				}
+				ss := g.startSession(req, m, auth, start, req.stream && !req.cancelOnDisconnect, release)
+				g.serveSession(w, r, ss)
+				return
+			}
+		}
 	}
-	req, err := parseRequest(body, kind, g.cfg.Routing.PrefixBytes)
-	if err != nil {
-		openai.WriteError(w, err)
-		return
-	}
-	if !g.serves(req.model) {
-		openai.WriteError(w, openai.ModelNotFound(req.model))
-		return
-	}
-	m.estimatePrompt(len(body))
-	st := &relay{g: g, w: w, rc: http.NewResponseController(w), req: req, start: start, meter: m}
-	if len(g.keys) == 0 {
-		st.auth = r.Header.Get("Authorization") // an open gateway passes the client's key on
-	}
-	defer st.close()
+	release()
+	openai.WriteError(w, err)
+}
+
+// relay runs a request's attempts on upstreams until one answers it, the
+// attempts run out, or ctx ends (the session was canceled).
+func (g *Gateway) relay(ctx context.Context, st *relay) {
+	req := st.req
 	var tried []*Upstream
 	var last error
 	for attempt := 0; attempt < g.cfg.Routing.MaxAttempts; attempt++ {
@@ -71,22 +86,25 @@ func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind op
 			g.log.Info("failing over", "from", tried[len(tried)-1].cfg.Name, "to", u.cfg.Name, "stage", stage, "err", last)
 		}
 		tried = append(tried, u)
-		outcome, err := st.attempt(r.Context(), u)
+		outcome, err := st.attempt(ctx, u)
 		g.m.requests.WithLabelValues(u.cfg.Name, outcome).Inc()
 		switch outcome {
 		case outcomeFailed:
 			u.eject(g.now(), g.cfg.Health.Cooldown)
 		case outcomeRejected:
 		default:
-			return // answered, or the client went away
+			return // answered, or canceled
 		}
 		last = err
 		if st.started && !req.continuable() {
 			break
 		}
-		if r.Context().Err() != nil {
+		if ctx.Err() != nil {
 			return
 		}
+	}
+	if ctx.Err() != nil {
+		return // the session ends the stream
 	}
 	st.giveUp(last)
 }
@@ -95,17 +113,16 @@ func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind op
 // so that a failover continues it without losing or repeating anything.
 type relay struct {
 	g     *Gateway
-	w     http.ResponseWriter
-	rc    *http.ResponseController
+	w     http.ResponseWriter // the session's head: answers before the stream starts
+	out   *session            // the stream's events go to its log
 	req   *request
 	start time.Time
 	auth  string // the client's Authorization, sent to upstreams without a key of their own
 	touch func() // the current attempt got something: its stall timer restarts
 	meter *meter // charges the key's tokens; nil: none
 
-	started bool // the response status and headers were sent
-	buf     []byte
-	werr    error // the first write error
+	started bool              // the response status and headers were sent
+	pending []streamlog.Entry // events not yet in the log
 
 	// The stream's identity, from its first chunk: continuations' chunks
 	// are rewritten to it.
@@ -162,7 +179,10 @@ func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 	case st.haveID && st.tokens > 0:
 		st.idsLost = true // continued from text: ids no longer describe it
 	case spigot && !st.req.tokenIDs:
-		body, st.asked = withTokenIDs(body), true
+		st.asked = true
+	}
+	if st.req.stream && u.cfg.Kind == KindSpigot {
+		body = forSpigot(body, st.asked)
 	}
 	body = st.meter.withPriority(body, u)
 	u.inflight.Add(1)
@@ -258,11 +278,8 @@ func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no")
 		h.Set("X-Spigot-Upstream", u.cfg.Name)
-		st.w.WriteHeader(http.StatusOK)
 		st.started = true
-		if err := st.flush(); err != nil {
-			return outcomeCanceled, err
-		}
+		st.out.begin()
 	}
 	st.cont, st.base, st.extended = st.haveID, st.sent(), st.sent() > 0 || st.text.Len() > 0
 	if st.cont && st.g.onContinue != nil {
@@ -273,7 +290,7 @@ func (st *relay) attempt(parent context.Context, u *Upstream) (string, error) {
 	switch {
 	case err == nil:
 		return outcomeOK, nil
-	case st.werr != nil || parent.Err() != nil:
+	case parent.Err() != nil:
 		return outcomeCanceled, err
 	case ctx.Err() != nil:
 		return outcomeFailed, context.Cause(ctx)
@@ -316,7 +333,7 @@ func (st *relay) sent() int {
 // pump relays src's events to the client until [DONE] or an error.
 func (st *relay) pump(src source) error {
 	for {
-		raw, data, err := src.next()
+		_, data, err := src.next()
 		st.touch()
 		if err != nil {
 			if err == io.EOF {
@@ -325,7 +342,7 @@ func (st *relay) pump(src source) error {
 			st.flush()
 			return err
 		}
-		if err := st.event(raw, data); err != nil {
+		if err := st.event(data); err != nil {
 			st.flush()
 			return err
 		}
@@ -367,15 +384,15 @@ var doneData = []byte("[DONE]")
 // event handles one upstream event: it is passed on as is, rewritten
 // (a continuation's), or dropped (a continuation's role chunk). A server
 // error event returns an error: the stream is continued elsewhere.
-func (st *relay) event(raw, data []byte) error {
+func (st *relay) event(data []byte) error {
 	if bytes.Equal(data, doneData) {
 		st.done = true
-		st.buf = append(st.buf, raw...)
+		st.pending = append(st.pending, streamlog.Entry{Kind: streamlog.Done})
 		return nil
 	}
 	var c chunk
 	if json.Unmarshal(data, &c) != nil {
-		st.buf = append(st.buf, raw...) // not a chunk: passed on
+		st.put(data) // not a chunk: passed on
 		return nil
 	}
 	if c.Error != nil {
@@ -383,7 +400,11 @@ func (st *relay) event(raw, data []byte) error {
 			return fmt.Errorf("upstream error event: %s", c.Error.Message)
 		}
 		st.terminal = true
-		st.buf = append(st.buf, raw...)
+		e := &openai.Error{Status: http.StatusBadRequest, Type: c.Error.Type, Message: c.Error.Message}
+		if code, ok := c.Error.Code.(string); ok {
+			e.Code = code
+		}
+		st.pending = append(st.pending, streamlog.Entry{Kind: streamlog.Final, Err: e, Event: eventText(data)})
 		return nil
 	}
 	if !st.haveID && len(c.ID) > 0 {
@@ -449,15 +470,15 @@ func (st *relay) event(raw, data []byte) error {
 	if st.asked || st.cont {
 		// Ids the client did not ask for go; a continuation's prompt ids
 		// (the prompt plus the text so far) go in any case.
-		raw, data = stripIDs(raw, st.asked), stripIDs(data, st.asked)
+		data = stripIDs(data, st.asked)
 	}
 	if !st.cont {
-		st.buf = append(st.buf, raw...)
+		st.put(data)
 		return nil
 	}
 	var f map[string]json.RawMessage
 	if json.Unmarshal(data, &f) != nil {
-		st.buf = append(st.buf, raw...)
+		st.put(data)
 		return nil
 	}
 	if st.asChat {
@@ -472,10 +493,13 @@ func (st *relay) event(raw, data []byte) error {
 	if c.Usage != nil {
 		f["usage"] = mustJSON(st.adjust(*c.Usage))
 	}
-	st.buf = append(st.buf, "data: "...)
-	st.buf = append(st.buf, marshalObject(f, chunkKeyOrder)...)
-	st.buf = append(st.buf, "\n\n"...)
+	st.put(marshalObject(f, chunkKeyOrder))
 	return nil
+}
+
+// put queues a chunk for the log.
+func (st *relay) put(data []byte) {
+	st.pending = append(st.pending, streamlog.Entry{Kind: streamlog.Token, Visible: true, Event: eventText(data)})
 }
 
 // adjust makes the current attempt's usage the whole stream's: a
@@ -526,28 +550,20 @@ func (st *relay) chatChoices(c *chunk) json.RawMessage {
 	return append(b, ']')
 }
 
-// flush writes what is buffered, under a fresh write deadline, and
-// flushes it to the client.
+// flush appends the queued events to the log, where readers get them.
 func (st *relay) flush() error {
-	if st.werr != nil {
-		st.buf = st.buf[:0]
-		return st.werr
+	if len(st.pending) > 0 {
+		st.out.log.Append(st.pending...)
+		clear(st.pending)
+		st.pending = st.pending[:0]
 	}
-	st.rc.SetWriteDeadline(time.Now().Add(st.g.opts.WriteTimeout)) // ErrNotSupported on recorders: no deadline
-	if len(st.buf) > 0 {
-		_, st.werr = st.w.Write(st.buf)
-		st.buf = st.buf[:0]
-	}
-	if st.werr == nil {
-		st.werr = st.rc.Flush()
-	}
-	if st.werr == nil && !st.upFirst.IsZero() && !st.overheadOK {
+	if !st.upFirst.IsZero() && !st.overheadOK {
 		st.overheadOK = true
 		total := st.g.now().Sub(st.start)
 		up := st.upFirst.Sub(st.sentAt)
 		st.g.m.overhead.Observe(max(total-up, 0).Seconds())
 	}
-	return st.werr
+	return nil
 }
 
 // endLocally ends a stream whose last upstream broke after all its text
@@ -562,12 +578,10 @@ func (st *relay) endLocally(reason string) {
 			c["object"] = mustJSON("text_completion")
 			c["choices"] = json.RawMessage(`[{"index":0,"text":"","logprobs":null,"finish_reason":` + strconv.Quote(reason) + `}]`)
 		}
-		st.buf = append(st.buf, "data: "...)
-		st.buf = append(st.buf, marshalObject(c, chunkKeyOrder)...)
-		st.buf = append(st.buf, "\n\n"...)
+		st.put(marshalObject(c, chunkKeyOrder))
 		st.finished = true
 	}
-	st.buf = openai.AppendDone(st.buf)
+	st.pending = append(st.pending, streamlog.Entry{Kind: streamlog.Done})
 	st.done = true
 	st.flush()
 }
@@ -575,17 +589,17 @@ func (st *relay) endLocally(reason string) {
 // endWithError ends a started stream with an error event and [DONE].
 func (st *relay) endWithError(e *openai.Error) {
 	if !st.terminal {
-		st.buf = openai.AppendErrorEvent(st.buf, e)
+		st.pending = append(st.pending, errorEntry(e))
 		st.terminal = true
 	}
-	st.buf = openai.AppendDone(st.buf)
+	st.pending = append(st.pending, streamlog.Entry{Kind: streamlog.Done})
 	st.done = true
 	st.flush()
 }
 
 // giveUp answers a request that no upstream could finish.
 func (st *relay) giveUp(last error) {
-	if st.done || st.werr != nil {
+	if st.done {
 		return
 	}
 	msg := "no upstream could serve the request"
@@ -606,14 +620,6 @@ func (st *relay) giveUp(last error) {
 		return
 	}
 	st.endWithError(&openai.Error{Status: http.StatusBadGateway, Type: openai.TypeServer, Code: "upstream_failed", Message: msg})
-}
-
-// close clears the write deadline, which would outlive the response on a
-// kept-alive connection.
-func (st *relay) close() {
-	if st.started {
-		st.rc.SetWriteDeadline(time.Time{})
-	}
 }
 
 func copyHeader(dst, src http.Header, names ...string) {

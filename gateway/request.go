@@ -21,15 +21,18 @@ type request struct {
 	model        string
 	stream       bool
 	includeUsage bool
-	n            int
-	echo         bool
-	maxTokens    int    // -1 when absent
-	maxField     string // the field that held it
-	prompt       string // a completion's one text prompt
-	promptText   bool   // prompt is one string
-	messages     []json.RawMessage
-	tokenIDs     bool // the client asked for return_token_ids itself
-	chatLogprobs bool // a chat request asked for logprobs
+	// cancelOnDisconnect: stream_options.cancel_on_disconnect, a client
+	// that will never resume: its going away cancels the stream.
+	cancelOnDisconnect bool
+	n                  int
+	echo               bool
+	maxTokens          int    // -1 when absent
+	maxField           string // the field that held it
+	prompt             string // a completion's one text prompt
+	promptText         bool   // prompt is one string
+	messages           []json.RawMessage
+	tokenIDs           bool // the client asked for return_token_ids itself
+	chatLogprobs       bool // a chat request asked for logprobs
 
 	key    uint64 // prompt-prefix affinity key
 	hasKey bool
@@ -56,7 +59,8 @@ func parseRequest(body []byte, kind openai.Kind, prefixBytes int) (*request, err
 		return nil
 	}
 	var so struct {
-		IncludeUsage bool `json:"include_usage"`
+		IncludeUsage       bool `json:"include_usage"`
+		CancelOnDisconnect bool `json:"cancel_on_disconnect"`
 	}
 	for _, f := range []struct {
 		name string
@@ -66,7 +70,7 @@ func parseRequest(body []byte, kind openai.Kind, prefixBytes int) (*request, err
 			return nil, err
 		}
 	}
-	r.includeUsage = so.IncludeUsage
+	r.includeUsage, r.cancelOnDisconnect = so.IncludeUsage, so.CancelOnDisconnect
 	names := []string{"max_tokens"}
 	if kind == openai.Chat {
 		names = []string{"max_completion_tokens", "max_tokens"}
@@ -183,13 +187,28 @@ func (r *request) idsBody(prompt []int64, left int) []byte {
 	return marshalObject(f, nil)
 }
 
-// withTokenIDs returns body with "return_token_ids": true added.
-func withTokenIDs(body []byte) []byte {
+// forSpigot returns a streamed request's body as a spigot upstream gets
+// it: with stream_options.cancel_on_disconnect set, so that the gateway
+// ending its request stops the generation there (the gateway keeps the
+// stream for resuming itself, and continues a broken one elsewhere), and,
+// with ids, "return_token_ids": true.
+func forSpigot(body []byte, ids bool) []byte {
 	var f map[string]json.RawMessage
 	if json.Unmarshal(body, &f) != nil || f == nil {
 		return body
 	}
-	f["return_token_ids"] = json.RawMessage("true")
+	so := map[string]json.RawMessage{}
+	if raw, ok := f["stream_options"]; ok && json.Unmarshal(raw, &so) != nil {
+		return body // the upstream will refuse it
+	}
+	if so == nil {
+		so = map[string]json.RawMessage{}
+	}
+	so["cancel_on_disconnect"] = json.RawMessage("true")
+	f["stream_options"] = marshalObject(so, nil)
+	if ids {
+		f["return_token_ids"] = json.RawMessage("true")
+	}
 	return marshalObject(f, nil)
 }
 

@@ -3,17 +3,14 @@ package server
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -22,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/spigot-llm/spigot/api/openai"
+	"github.com/spigot-llm/spigot/api/spigotpb"
 	spigotv1 "github.com/spigot-llm/spigot/api/spigotpb/spigot/v1"
 	"github.com/spigot-llm/spigot/stream"
 )
@@ -70,50 +68,9 @@ func (s *Server) grpcModel(ctx context.Context) (*Model, error) {
 	return m, nil
 }
 
-// grpcCode is the gRPC code of an HTTP status from [openai.ErrorFor].
-func grpcCode(httpStatus int) codes.Code {
-	switch httpStatus {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return codes.InvalidArgument
-	case http.StatusNotFound:
-		return codes.NotFound
-	case http.StatusUnauthorized:
-		return codes.Unauthenticated
-	case http.StatusTooManyRequests:
-		return codes.ResourceExhausted
-	case http.StatusServiceUnavailable:
-		return codes.Unavailable
-	case openai.StatusClientClosed:
-		return codes.Canceled
-	}
-	return codes.Internal
-}
+func grpcError(err error) (codes.Code, string, string) { return spigotpb.Error(err) }
 
-// grpcError returns err's code, message and the field at fault: the
-// message names the field first when it does not already.
-func grpcError(err error) (codes.Code, string, string) {
-	e := openai.ErrorFor(err)
-	msg := e.Message
-	if e.Param != "" && !strings.Contains(msg, e.Param) {
-		msg = e.Param + ": " + msg
-	}
-	return grpcCode(e.Status), msg, e.Param
-}
-
-// grpcStatus returns the status a call ends with for err, with a
-// google.rpc.BadRequest detail naming the field at fault, if any.
-func grpcStatus(err error) error {
-	code, msg, field := grpcError(err)
-	st := status.New(code, msg)
-	if field != "" {
-		if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
-			{Field: field, Description: msg},
-		}}); err == nil {
-			st = d
-		}
-	}
-	return st.Err()
-}
+func grpcStatus(err error) error { return spigotpb.Status(err) }
 
 // prepareGRPC validates a gRPC request by putting it in the OpenAI API's
 // terms: the same fields, defaults, ranges and errors. Its delivery
@@ -132,65 +89,14 @@ func prepareGRPC(m *Model, req *spigotv1.GenerateRequest) (*job, error) {
 }
 
 func prepareGRPCRequest(m *Model, req *spigotv1.GenerateRequest) (*job, error) {
-	p := openai.Params{
-		Model: req.GetModel(), Stream: true, Temperature: req.Temperature, TopP: req.TopP, MinP: req.MinP,
-		PresencePenalty: req.PresencePenalty, FrequencyPenalty: req.FrequencyPenalty, RepetitionPenalty: req.RepetitionPenalty,
-		Seed: req.Seed, IgnoreEOS: req.GetIgnoreEos(), Priority: int(req.GetPriority()),
-		StreamOptions: &openai.StreamOptions{PaceTokensPerSecond: req.PaceTokensPerSecond, MinIntervalMS: req.MinIntervalMs,
-			CancelOnDisconnect: !req.GetResumable()},
+	_, r, err := spigotpb.OpenAIRequest(req)
+	if err != nil {
+		return nil, err
 	}
-	if req.MaxTokens != nil {
-		n := int(*req.MaxTokens)
-		p.MaxTokens = &n
+	if c, ok := r.(*openai.CompletionRequest); ok {
+		return prepareCompletionRequest(m, c)
 	}
-	if req.TopK != nil {
-		k := int(*req.TopK)
-		p.TopK = &k
-	}
-	if len(req.GetLogitBias()) > 0 {
-		p.LogitBias = make(map[string]float64, len(req.GetLogitBias()))
-		for id, b := range req.GetLogitBias() {
-			p.LogitBias[strconv.Itoa(int(id))] = b
-		}
-	}
-	if len(req.GetStop()) > 0 {
-		p.Stop, _ = json.Marshal(req.GetStop())
-	}
-	switch pr := req.GetPrompt().(type) {
-	case *spigotv1.GenerateRequest_Text, *spigotv1.GenerateRequest_Tokens:
-		var raw []byte
-		if t, ok := pr.(*spigotv1.GenerateRequest_Text); ok {
-			raw, _ = json.Marshal(t.Text)
-		} else {
-			ids := pr.(*spigotv1.GenerateRequest_Tokens).Tokens.GetIds()
-			if len(ids) == 0 {
-				return nil, openai.BadRequest("tokens", "tokens is empty")
-			}
-			raw, _ = json.Marshal(ids)
-		}
-		r := &openai.CompletionRequest{Params: p, Prompt: raw, Echo: req.GetEcho()}
-		if req.GetLogprobs() {
-			n := int(req.GetTopLogprobs())
-			r.Logprobs = &n
-		}
-		return prepareCompletionRequest(m, r)
-	case *spigotv1.GenerateRequest_Messages:
-		if req.GetEcho() {
-			return nil, openai.BadRequest("echo", "echo is for completions (text or tokens), not messages")
-		}
-		r := &openai.ChatRequest{Params: p}
-		for _, msg := range pr.Messages.GetMessages() {
-			content, _ := json.Marshal(msg.GetContent())
-			r.Messages = append(r.Messages, openai.Message{Role: msg.GetRole(), Content: content, Name: msg.GetName()})
-		}
-		lp := req.GetLogprobs()
-		r.Logprobs = &lp
-		if n := int(req.GetTopLogprobs()); n != 0 {
-			r.TopLogprobs = &n
-		}
-		return prepareChatRequest(m, r)
-	}
-	return nil, openai.BadRequest("prompt", "one of text, tokens or messages is required")
+	return prepareChatRequest(m, r.(*openai.ChatRequest))
 }
 
 // startGRPC validates a gRPC request and starts its session.

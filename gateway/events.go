@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"encoding/json"
+
+	"github.com/spigot-llm/spigot/api/openai"
+	streamlog "github.com/spigot-llm/spigot/stream"
+)
+
+// This file reads a session's log (OpenAI chunks) as the events of
+// spigot serve's WebSocket and gRPC APIs: a delta per choice's text, and
+// at the end one done (every choice's finish reason, the usage) or one
+// error.
+
+// wireChunk is what the WebSocket and gRPC fronts read of a chunk.
+type wireChunk struct {
+	Choices []struct {
+		Index int `json:"index"`
+		Delta *struct {
+			Content *string `json:"content"`
+		} `json:"delta"`
+		Text         *string         `json:"text"`
+		Logprobs     json.RawMessage `json:"logprobs"`
+		FinishReason *string         `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *openai.Usage `json:"usage"`
+}
+
+// delta is one choice's text from one chunk.
+type delta struct {
+	index    int
+	text     string
+	logprobs json.RawMessage // nil or null: none
+}
+
+// eventReader turns entries into deltas and keeps what the end needs.
+type eventReader struct {
+	finish []string // by choice
+	usage  *openai.Usage
+	ended  bool // a Final entry (an error) was read
+	deltas []delta
+}
+
+// read returns the deltas of a Token entry (valid until the next call)
+// and notes its finish reasons and usage.
+func (d *eventReader) read(e *streamlog.Entry) []delta {
+	d.deltas = d.deltas[:0]
+	if e.Kind == streamlog.Final {
+		d.ended = true
+	}
+	if e.Kind != streamlog.Token {
+		return nil
+	}
+	var c wireChunk
+	if json.Unmarshal([]byte(e.Event.Text), &c) != nil {
+		return nil
+	}
+	for _, ch := range c.Choices {
+		text := ""
+		if ch.Delta != nil && ch.Delta.Content != nil {
+			text = *ch.Delta.Content
+		} else if ch.Text != nil {
+			text = *ch.Text
+		}
+		if ch.Index < 0 || ch.Index > 1<<16 {
+			continue
+		}
+		if text != "" {
+			lp := ch.Logprobs
+			if string(lp) == "null" {
+				lp = nil
+			}
+			d.deltas = append(d.deltas, delta{index: ch.Index, text: text, logprobs: lp})
+		}
+		if ch.FinishReason != nil && *ch.FinishReason != "" {
+			for len(d.finish) <= ch.Index {
+				d.finish = append(d.finish, "")
+			}
+			d.finish[ch.Index] = *ch.FinishReason
+		}
+	}
+	if c.Usage != nil {
+		d.usage = c.Usage
+	}
+	return d.deltas
+}
+
+// replay reads the entries up to after, so that a resumed reader's end
+// carries what came before it.
+func (d *eventReader) replay(l *streamlog.Log, after uint64) {
+	l.Range(after, func(e *streamlog.Entry) bool {
+		d.read(e)
+		return true
+	})
+}
+
+// finishReasons returns every choice's finish reason (at least one).
+func (d *eventReader) finishReasons() []string {
+	if len(d.finish) == 0 {
+		return []string{""}
+	}
+	return d.finish
+}
+
+// kindPath is the endpoint of a kind of request.
+func kindPath(k openai.Kind) string {
+	if k == openai.Chat {
+		return "/v1/chat/completions"
+	}
+	return "/v1/completions"
+}

@@ -1,0 +1,380 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spigot-llm/spigot/api/openai"
+	streamlog "github.com/spigot-llm/spigot/stream"
+)
+
+// This file serves sessions over SSE: the first connection, resumes
+// (GET /v1/streams/{id}, or a generation POST with Last-Event-ID, as
+// spigot serve takes them), cancels, and the forwarding of both to the
+// instance that owns a stream.
+
+// forwardedHeader marks a request one instance forwarded to another: the
+// owner answers it itself and never forwards it again.
+const forwardedHeader = "X-Spigot-Forwarded"
+
+// serveSession answers a request with its session: the head when the
+// relay answered before any stream (an error, a whole response), else the
+// stream's events from the start.
+func (g *Gateway) serveSession(w http.ResponseWriter, r *http.Request, ss *session) {
+	select {
+	case <-ss.ready:
+	case <-r.Context().Done():
+		ss.abandon()
+		return
+	}
+	if !ss.streaming {
+		h := w.Header()
+		for k, v := range ss.head.header {
+			h[k] = v
+		}
+		w.WriteHeader(ss.head.status)
+		w.Write(ss.head.body.Bytes())
+		return
+	}
+	g.serveSSE(w, r, ss, 0)
+}
+
+// serveSSE sends a started session's events after seq after as
+// server-sent events, each with its id, until the Done entry was sent,
+// the client goes away, or another connection resumes the stream.
+func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request, ss *session, after uint64) {
+	ctx, release := ss.attach(r.Context())
+	h := w.Header()
+	for k, v := range ss.head.header {
+		h[k] = v
+	}
+	h.Set("X-Spigot-Stream", ss.id)
+	w.WriteHeader(http.StatusOK)
+	k := &sseSink{w: w, rc: http.NewResponseController(w), id: ss.id, timeout: g.opts.WriteTimeout}
+	defer k.done()
+	var err error
+	if err = k.flush(); err == nil { // the headers, at once
+		_, err = ss.log.Deliver(ctx, after, streamlog.Options{KeepAlive: g.opts.KeepAlive}, k)
+	}
+	release(err == nil)
+}
+
+// sseSink writes log entries as SSE events with ids STREAM:SEQ: one
+// write and one flush per call, under a fresh write deadline.
+type sseSink struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	id      string
+	timeout time.Duration
+	buf     []byte
+	err     error
+}
+
+func (k *sseSink) Write(es []streamlog.Entry) error {
+	for i := range es {
+		e := &es[i]
+		k.buf = append(k.buf, "id: "...)
+		k.buf = append(k.buf, k.id...)
+		k.buf = append(k.buf, ':')
+		k.buf = strconv.AppendUint(k.buf, e.Seq, 10)
+		k.buf = append(k.buf, "\ndata: "...)
+		if e.Kind == streamlog.Done {
+			k.buf = append(k.buf, "[DONE]"...)
+		} else {
+			k.buf = append(k.buf, e.Event.Text...)
+		}
+		k.buf = append(k.buf, "\n\n"...)
+	}
+	return k.flush()
+}
+
+func (k *sseSink) KeepAlive() error {
+	k.buf = append(k.buf, ": keepalive\n\n"...)
+	return k.flush()
+}
+
+func (k *sseSink) flush() error {
+	if k.err != nil {
+		k.buf = k.buf[:0]
+		return k.err
+	}
+	k.rc.SetWriteDeadline(time.Now().Add(k.timeout)) // ErrNotSupported on recorders: no deadline
+	if len(k.buf) > 0 {
+		_, k.err = k.w.Write(k.buf)
+		k.buf = k.buf[:0]
+	}
+	if k.err == nil {
+		k.err = k.rc.Flush()
+	}
+	return k.err
+}
+
+// done clears the write deadline, which would outlive the response on a
+// kept-alive connection.
+func (k *sseSink) done() { k.rc.SetWriteDeadline(time.Time{}) }
+
+// parseEventID splits an SSE event id, STREAM:SEQ.
+func parseEventID(v string) (id string, seq uint64, err error) {
+	id, n, ok := cutLast(v, ':')
+	if ok && id != "" {
+		if seq, err = strconv.ParseUint(n, 10, 64); err == nil {
+			return id, seq, nil
+		}
+	}
+	return "", 0, openai.BadRequest("Last-Event-ID",
+		"Last-Event-ID %q is not an event id of this gateway (STREAM:SEQ, as each event's id: field says)", v)
+}
+
+// handleStream serves GET /v1/streams/{id}: the stream's events from the
+// start, or after the event named by Last-Event-ID (which EventSource
+// sends when it reconnects) or the after query parameter.
+func (g *Gateway) handleStream(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	v := r.Header.Get("Last-Event-ID")
+	if v == "" {
+		after := uint64(0)
+		if q := r.URL.Query().Get("after"); q != "" {
+			n, err := strconv.ParseUint(q, 10, 64)
+			if err != nil {
+				openai.WriteError(w, openai.BadRequest("after", "after is %q; want the sequence number of the last event received", url.QueryEscape(q)))
+				return
+			}
+			after = n
+		}
+		v = id + ":" + strconv.FormatUint(after, 10)
+	}
+	g.resumeSSE(w, r, v, id, -1)
+}
+
+// resumeSSE answers a resume after event lastID (STREAM:SEQ): of a stream
+// named pathID, if not "", and started at the endpoint of kind, if not -1.
+func (g *Gateway) resumeSSE(w http.ResponseWriter, r *http.Request, lastID, pathID string, kind openai.Kind) {
+	id, after, err := parseEventID(lastID)
+	if err == nil && pathID != "" && id != pathID {
+		err = openai.BadRequest("Last-Event-ID", "Last-Event-ID %q names another stream than %s", lastID, pathID)
+	}
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	k, ok := g.lookupKey(w, r)
+	if !ok {
+		return
+	}
+	owner, err := g.streamOwner(id)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	if owner != "" {
+		g.forward(w, r, owner, http.MethodGet, "/v1/streams/"+url.PathEscape(id), id+":"+strconv.FormatUint(after, 10))
+		return
+	}
+	ss, err := g.find(id, k, after)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	if kind >= 0 && kind != ss.req.kind {
+		openai.WriteError(w, openai.BadRequest("Last-Event-ID", "stream %s is not from this endpoint; resume it at %s or GET /v1/streams/%s", id, ss.req.path, id))
+		return
+	}
+	if after == ss.log.Last() && ss.log.Done() {
+		// Everything was sent: 204 tells an EventSource to stop
+		// reconnecting.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	g.serveSSE(w, r, ss, after)
+}
+
+// handleCancel serves POST /v1/streams/{id}/cancel: the relay stops and
+// the upstream request is canceled; a client still reading gets an error
+// event (code "canceled") and [DONE].
+func (g *Gateway) handleCancel(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	k, ok := g.lookupKey(w, r)
+	if !ok {
+		return
+	}
+	owner, err := g.streamOwner(id)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	if owner != "" {
+		g.forward(w, r, owner, http.MethodPost, "/v1/streams/"+url.PathEscape(id)+"/cancel", "")
+		return
+	}
+	ss, err := g.find(id, k, 0)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	running := !ss.log.Done()
+	ss.cancel(errCanceled)
+	writeJSON(w, http.StatusOK, struct {
+		ID       string `json:"id"`
+		Object   string `json:"object"`
+		Canceled bool   `json:"canceled"`
+	}{id, "stream.cancel", running})
+}
+
+// forward passes a resume or cancel on to the instance that owns the
+// stream and relays its answer as it comes.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, owner, method, path, lastID string) {
+	if r.Header.Get(forwardedHeader) != "" {
+		// The owner named in the id does not think it owns it: a stale
+		// address reused by another instance.
+		openai.WriteError(w, openai.StreamNotFound(r.PathValue("id"), g.cfg.Streams.ResumeWindow))
+		return
+	}
+	resp, err := g.peer(r.Context(), r.Header.Get("Authorization"), owner, method, path, lastID)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			rc.SetWriteDeadline(time.Now().Add(g.opts.WriteTimeout))
+			if _, werr := w.Write(buf[:n]); werr != nil || rc.Flush() != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	rc.SetWriteDeadline(time.Time{})
+}
+
+// peer sends a request to another gateway instance, as the client (auth
+// is the client's Authorization).
+func (g *Gateway) peer(ctx context.Context, auth, owner, method, path, lastID string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, owner+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(forwardedHeader, "1")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &openai.Error{Status: http.StatusBadGateway, Type: openai.TypeServer, Code: "stream_owner_unreachable",
+			Message: "the gateway instance that owns the stream, " + owner + ", cannot be reached: " + err.Error()}
+	}
+	return resp, nil
+}
+
+// remoteSession mirrors a stream another instance owns: a session whose
+// log a goroutine fills from the owner's SSE events from the start, so
+// that WebSocket and gRPC resumes read it as they read a local one. It
+// returns once the mirror holds event after, or the error to refuse a
+// resume after it with.
+func (g *Gateway) remoteSession(ctx context.Context, auth, owner, id string, after uint64) (*session, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	resp, err := g.peer(ctx, auth, owner, http.MethodGet, "/v1/streams/"+url.PathEscape(id), id+":0")
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		defer cancel(nil)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		h := headWriter{header: resp.Header, status: resp.StatusCode}
+		h.body.Write(b)
+		return nil, h.error()
+	}
+	ss := &session{g: g, id: id, ready: make(chan struct{}), cancel: cancel, created: g.now().Unix(), streaming: true,
+		owner: owner, auth: auth}
+	close(ss.ready)
+	g.sessions.Add(1)
+	go func() {
+		defer g.sessions.Done()
+		defer cancel(nil)
+		defer resp.Body.Close()
+		src := newSSESource(resp.Body)
+		var err error
+		for {
+			var data []byte
+			_, data, err = src.next()
+			if err != nil {
+				break
+			}
+			var e streamlog.Entry
+			switch {
+			case string(data) == "[DONE]":
+				e = streamlog.Entry{Kind: streamlog.Done}
+			case strings.HasPrefix(string(data), `{"error"`):
+				oe, _ := decodeError(data)
+				if oe == nil {
+					oe = &openai.Error{Type: openai.TypeServer, Message: string(data)}
+				}
+				e = streamlog.Entry{Kind: streamlog.Final, Err: oe, Event: eventText(data)}
+			default:
+				e = streamlog.Entry{Kind: streamlog.Token, Visible: true, Event: eventText(data)}
+			}
+			ss.log.Append(e)
+			if e.Kind == streamlog.Done {
+				return
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		ss.log.Append(errorEntry(&openai.Error{Status: http.StatusBadGateway, Type: openai.TypeServer, Code: "stream_owner_failed",
+			Message: "the stream from its owner " + owner + " broke: " + err.Error()}), streamlog.Entry{Kind: streamlog.Done})
+	}()
+	if err := reach(ctx, &ss.log, after); err != nil {
+		return nil, err
+	}
+	if last := ss.log.Last(); after > last {
+		return nil, &openai.Error{Status: http.StatusRequestedRangeNotSatisfiable, Type: openai.TypeInvalidRequest, Param: "after",
+			Code: "out_of_range", Message: fmt.Sprintf("stream %s has sent %d events; event %d is not one of them", id, last, after)}
+	}
+	return ss, nil
+}
+
+// reach waits until l holds entry seq or is done, or ctx ends.
+func reach(ctx context.Context, l *streamlog.Log, seq uint64) error {
+	wake := make(chan struct{}, 1)
+	for !l.Done() {
+		n := l.Last()
+		if n >= seq {
+			return nil
+		}
+		if es, _, _ := l.Read(nil, n, 1, wake); len(es) > 0 {
+			continue // appended meanwhile
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		}
+	}
+	return nil
+}
