@@ -274,6 +274,17 @@ func (g *Gateway) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
 		return
 	}
+	ok, n := g.ready()
+	if !ok {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "no healthy upstream"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "healthy_upstreams": n})
+}
+
+// ready reports whether the gateway takes requests (it is not draining
+// and some upstream is healthy), and how many upstreams are healthy.
+func (g *Gateway) ready() (bool, int) {
 	now := g.now()
 	n := 0
 	for _, u := range g.Upstreams() {
@@ -281,11 +292,7 @@ func (g *Gateway) handleReady(w http.ResponseWriter, r *http.Request) {
 			n++
 		}
 	}
-	if n == 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "no healthy upstream"})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "healthy_upstreams": n})
+	return n > 0 && !g.draining.Load(), n
 }
 
 // handleModels lists the union of the upstreams' configured models.

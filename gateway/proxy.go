@@ -426,6 +426,7 @@ func (st *relay) event(data []byte) error {
 			switch {
 			case ch.PromptTokenIDs != nil && !st.cont && st.promptIDs == nil:
 				st.promptIDs = ch.PromptTokenIDs
+				st.out.promptTokens.Store(int32(len(st.promptIDs)))
 			case ch.PromptTokenIDs == nil && !st.cont && st.promptIDs == nil && text != "":
 				st.idsLost = true // an upstream without ids began the stream
 			}

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spigot-llm/spigot/api/openai"
@@ -66,6 +67,9 @@ type session struct {
 	// remoteSession), is that instance's URL, and auth the client's
 	// Authorization to call it with.
 	owner, auth string
+	// promptTokens is the prompt's length in tokens, once a spigot
+	// upstream has reported it (gRPC's Start event carries it).
+	promptTokens atomic.Int32
 
 	mu      sync.Mutex
 	reader  context.CancelCauseFunc // the attached reader's, if any

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/spigot-llm/spigot/gateway"
 )
 
@@ -34,6 +37,7 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 	drainDelay := fs.Duration("drain-delay", 0, "on SIGTERM, how long /ready answers 503 while new requests are still served, before the listener closes (let a load balancer notice)")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
 	tlsKey := fs.String("tls-key", "", "the private key of --tls-cert (PEM)")
+	grpcAddr := fs.String("grpc-addr", "", "also serve the gRPC API (spigot.v1.Generation, health, reflection) on this address, such as 127.0.0.1:9090 (empty: no gRPC)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +84,21 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 		}
 	}()
 	log.Info("gateway listening", "url", scheme+"://"+ln.Addr().String()+"/v1", "upstreams", len(cfg.Upstreams))
+	var gs *grpc.Server
+	if *grpcAddr != "" {
+		gln, err := net.Listen("tcp", *grpcAddr)
+		if err != nil {
+			hs.Close()
+			return err
+		}
+		var opts []grpc.ServerOption
+		if tlsCfg != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		}
+		gs = g.GRPCServer(opts...)
+		go gs.Serve(gln) // returns when stopped
+		log.Info("gRPC listening", "addr", gln.Addr().String(), "service", "spigot.v1.Generation")
+	}
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -101,9 +120,18 @@ func runGateway(ctx context.Context, unnotify func(), args []string, std stdio, 
 	log.Info("shutting down: /ready answers 503; running requests may finish", "timeout", *shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
+	if gs != nil {
+		go func() {
+			<-sctx.Done()
+			gs.Stop()
+		}()
+	}
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Info("requests still running at the deadline were ended", "err", err)
 		hs.Close()
+	}
+	if gs != nil {
+		gs.GracefulStop() // gs.Stop at the deadline
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err
