@@ -613,7 +613,7 @@ func checkGateway(p *problems, o *object, find func(kind, name string) *object, 
 			p.add(o, "gateway --config %s: not a key of a mounted ConfigMap", file)
 			continue
 		}
-		cfg, err := gateway.ParseConfig([]byte(data))
+		cfg, err := gateway.ParseConfigEnv([]byte(data), containerEnv(p, o, c))
 		if err != nil {
 			p.add(o, "gateway --config %s: %v", file, err)
 			continue
@@ -632,6 +632,33 @@ func checkGateway(p *problems, o *object, find func(kind, name string) *object, 
 			checkUpstream(p, o, u, find, deploymentsSelected, served)
 		}
 	}
+}
+
+// containerEnv returns c's environment as the gateway in it sees it:
+// plain values, the pod's IP (10.0.0.1) for status.podIP, and a
+// placeholder secret for a Secret's key, whose Secret must be one that
+// deploy/README.md tells to create (it is not in the tree). Other sources
+// are reported.
+func containerEnv(p *problems, o *object, c *corev1.Container) func(string) string {
+	readme, _ := os.ReadFile("README.md")
+	vals := map[string]string{}
+	for _, ev := range c.Env {
+		switch vf := ev.ValueFrom; {
+		case vf == nil:
+			vals[ev.Name] = ev.Value
+		case vf.FieldRef != nil && vf.FieldRef.FieldPath == "status.podIP":
+			vals[ev.Name] = "10.0.0.1"
+		case vf.SecretKeyRef != nil:
+			ref := vf.SecretKeyRef
+			if !strings.Contains(string(readme), "create secret generic "+ref.Name+" --from-literal="+ref.Key+"=") {
+				p.add(o, "env %s: Secret %s (key %s) is not in the tree, and deploy/README.md does not say to create it", ev.Name, ref.Name, ref.Key)
+			}
+			vals[ev.Name] = "placeholder-secret-0123456789abcdef"
+		default:
+			p.add(o, "env %s: only values, status.podIP and Secret keys are checked: add a check for its source", ev.Name)
+		}
+	}
+	return func(k string) string { return vals[k] }
 }
 
 // checkUpstream checks a gateway upstream that is a Service of the tree:
@@ -769,6 +796,8 @@ func TestChecksCatchMistakes(t *testing.T) {
 		want                 string // in the problem found
 	}{
 		{"misspelt field", "replica/deployment.yaml", "readinessProbe:", "readynessProbe:", 1, "readynessProbe"},
+		{"gateway pod without its IP", "gateway/deployment.yaml", "            - name: POD_IP\n", "            - name: POD_ADDRESS\n", 1, "advertise"},
+		{"stream secret nobody creates", "gateway/deployment.yaml", "name: spigot-gateway-streams", "name: spigot-gateway-stream", 1, "does not say to create it"},
 		{"field in the wrong case", "replica/deployment.yaml", "containerPort: 9090", "containerport: 9090", 1, "containerport"},
 		{"duplicate key", "replica/hpa.yaml", "  minReplicas: 3\n", "  minReplicas: 3\n  minReplicas: 4\n", 1, "minReplicas"},
 		{"quantity that is not one", "replica/hpa.yaml", `averageValue: "2"`, "averageValue: two", 1, "quantities"},

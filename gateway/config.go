@@ -55,8 +55,9 @@ type StreamsConfig struct {
 	// value turns resuming off (a disconnect cancels at once).
 	ResumeWindow time.Duration `yaml:"resume_window"`
 	// Advertise is this instance's base URL as the other instances reach
-	// it (on Kubernetes, the pod's IP: http://$(POD_IP):8080). Empty: a
-	// single instance; stream ids name no owner.
+	// it, with ${VAR}s taken from the environment (on Kubernetes, the
+	// pod's IP: http://${POD_IP}:8080, POD_IP set from status.podIP).
+	// Empty: a single instance; stream ids name no owner.
 	Advertise string `yaml:"advertise"`
 	// Secret signs the owner named in stream ids (HMAC-SHA256), so that
 	// no client can make an instance forward to an address of its
@@ -158,8 +159,13 @@ type RoutingConfig struct {
 
 // ParseConfig reads a configuration from YAML, strictly: unknown keys,
 // a second document, missing or invalid fields are errors. Defaults are
-// filled in.
-func ParseConfig(data []byte) (*Config, error) {
+// filled in, and the *_env fields and ${VAR}s read from the process's
+// environment.
+func ParseConfig(data []byte) (*Config, error) { return ParseConfigEnv(data, os.Getenv) }
+
+// ParseConfigEnv is [ParseConfig] with the environment's variables from
+// getenv.
+func ParseConfigEnv(data []byte, getenv func(string) string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var c Config
@@ -173,7 +179,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("gateway: config: more than one YAML document")
 	}
-	if err := c.check(); err != nil {
+	if err := c.check(getenv); err != nil {
 		return nil, fmt.Errorf("gateway: config: %w", err)
 	}
 	return &c, nil
@@ -189,7 +195,7 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // check validates c and fills in defaults.
-func (c *Config) check() error {
+func (c *Config) check(getenv func(string) string) error {
 	if len(c.Upstreams) == 0 {
 		return errors.New("no upstreams")
 	}
@@ -260,7 +266,7 @@ func (c *Config) check() error {
 			if u.APIKey != "" {
 				return fmt.Errorf("%s (%s): set api_key or api_key_env, not both", where, u.Name)
 			}
-			u.APIKey = os.Getenv(u.APIKeyEnv)
+			u.APIKey = getenv(u.APIKeyEnv)
 		}
 	}
 	h := &c.Health
@@ -285,7 +291,7 @@ func (c *Config) check() error {
 	if err := c.CORS.check(); err != nil {
 		return err
 	}
-	if err := c.Streams.check(); err != nil {
+	if err := c.Streams.check(getenv); err != nil {
 		return err
 	}
 	r := &c.Routing
@@ -313,7 +319,7 @@ func (c *Config) check() error {
 	return nil
 }
 
-func (s *StreamsConfig) check() error {
+func (s *StreamsConfig) check(getenv func(string) string) error {
 	if s.ResumeWindow == 0 {
 		s.ResumeWindow = 60 * time.Second
 	}
@@ -321,7 +327,7 @@ func (s *StreamsConfig) check() error {
 		if s.Secret != "" {
 			return errors.New("streams: set secret or secret_env, not both")
 		}
-		s.Secret = os.Getenv(s.SecretEnv)
+		s.Secret = getenv(s.SecretEnv)
 		if s.Secret == "" {
 			return fmt.Errorf("streams: secret_env %s is empty or not set", s.SecretEnv)
 		}
@@ -329,8 +335,9 @@ func (s *StreamsConfig) check() error {
 	if s.Advertise == "" {
 		return nil
 	}
+	s.Advertise = os.Expand(s.Advertise, getenv)
 	p, err := url.Parse(s.Advertise)
-	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || (p.Path != "" && p.Path != "/") {
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Hostname() == "" || (p.Path != "" && p.Path != "/") {
 		return fmt.Errorf("streams: advertise %q is not an http(s) base URL", s.Advertise)
 	}
 	s.Advertise = strings.TrimSuffix(s.Advertise, "/")

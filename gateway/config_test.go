@@ -103,6 +103,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{"resolve_interval without dns", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], resolve_interval: 1s}\n", "needs discovery: dns"},
 		{"dns with https", "upstreams:\n- {name: a, kind: spigot, url: 'https://h', models: [m], discovery: dns}\n", "needs an http url"},
 		{"dns with an address", "upstreams:\n- {name: a, kind: spigot, url: 'http://10.0.0.1:80', models: [m], discovery: dns}\n", "not the address"},
+		{"advertise without a secret", up + "streams: {advertise: 'http://10.0.0.1:8080'}\n", "needs a secret"},
+		{"short secret", up + "streams: {advertise: 'http://10.0.0.1:8080', secret: short}\n", "at least 16 bytes"},
+		{"advertise not a base URL", up + "streams: {advertise: 'http://10.0.0.1:8080/v1', secret: 0123456789abcdef}\n", "not an http(s) base URL"},
+		{"advertise without scheme", up + "streams: {advertise: '10.0.0.1:8080', secret: 0123456789abcdef}\n", "not an http(s) base URL"},
+		{"advertise with an unset variable", up + "streams: {advertise: 'http://${SPIGOT_TEST_UNSET_IP}:8080', secret: 0123456789abcdef}\n", "not an http(s) base URL"},
+		{"secret twice", up + "streams: {secret: 0123456789abcdef, secret_env: X}\n", "not both"},
+		{"secret_env unset", up + "streams: {secret_env: SPIGOT_TEST_UNSET_SECRET}\n", "empty or not set"},
+		{"unknown streams key", up + "streams: {resume: 1s}\n", "field resume not found"},
 		{"negative resolve_interval", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], discovery: dns, resolve_interval: -1s}\n", "negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,4 +141,18 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestStreamsConfigEnv: advertise takes ${VAR}s and secret_env its value
+// from the environment given.
+func TestStreamsConfigEnv(t *testing.T) {
+	env := map[string]string{"POD_IP": "10.1.2.3", "S": "0123456789abcdef0123"}
+	c, err := ParseConfigEnv([]byte("upstreams:\n- {name: a, kind: spigot, url: 'http://h:1', models: [m]}\n"+
+		"streams: {advertise: 'http://${POD_IP}:8080/', secret_env: S}\n"), func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Streams.Advertise != "http://10.1.2.3:8080" || c.Streams.Secret != env["S"] || c.Streams.ResumeWindow != 60*time.Second {
+		t.Errorf("streams %+v", c.Streams)
+	}
 }

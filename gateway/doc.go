@@ -5,21 +5,26 @@
 // a seam.
 //
 // Routes: POST /v1/completions and /v1/chat/completions (streamed with SSE
-// or not), GET /v1/models (the union of the upstreams' configured models),
-// /health (200 while the process serves), /ready (200 while an upstream is
-// healthy and the gateway is not draining), /metrics (Prometheus; see
-// metrics.go for the spigot_gateway_* series), and POST /tokenize and
-// /detokenize, passed to a spigot or openai upstream serving the model.
+// or not), GET /v1/streams/{id} and POST /v1/streams/{id}/cancel
+// (resuming and canceling streams), GET /v1/ws (WebSocket), GET /v1/models
+// (the union of the upstreams' configured models), /health (200 while the
+// process serves), /ready (200 while an upstream is healthy and the
+// gateway is not draining), /metrics (Prometheus; see metrics.go for the
+// spigot_gateway_* series), and POST /tokenize and /detokenize, passed to
+// a spigot or openai upstream serving the model. [Gateway.GRPCServer]
+// serves spigot.v1.Generation (`spigot gateway --grpc-addr`). Every
+// client-facing transport is spigot serve's, with the same messages.
 //
 // # Wire formats
 //
 // A request goes to spigot and openai upstreams as the client sent it
 // (streams to spigot upstreams with "return_token_ids": true added, for
-// failover), and their answer comes back byte for byte (less the token-id
-// fields the client did not ask for): each complete server-sent event
-// is written to the client as soon as it is read, and the events read
-// together are flushed together (no re-encoding, no buffering beyond the
-// event being read). TGI and Ollama upstreams get the request in their
+// failover, and stream_options.cancel_on_disconnect, so that the gateway
+// ending a request stops its generation at once), and their events come
+// back as they were sent (less the token-id fields the client did not ask
+// for), each written to the client as soon as it is read, with an id
+// (below); the events read together are flushed together (no
+// re-encoding, no buffering beyond the event being read). TGI and Ollama upstreams get the request in their
 // own API (completions: TGI's /generate_stream, Ollama's /api/generate
 // with raw; chat: Ollama's /api/chat, and TGI's OpenAI-compatible
 // /v1/chat/completions as is, since TGI's native API has no chat), and
@@ -152,6 +157,49 @@
 // Other origins get no CORS headers, so browsers keep the answers from
 // their pages. `spigot gateway --tls-cert FILE --tls-key FILE` serves
 // HTTPS. Request bodies over [openai.MaxBodyBytes] get 413.
+//
+// # Resumable streams
+//
+// Every generation runs as a session: its relay goes on in a goroutine of
+// its own and appends the client-facing events (OpenAI chunks, an error
+// event, [DONE]) to a log, whether or not a client is reading; the
+// transports read the log from any position. SSE events carry "id:
+// STREAM:SEQ" (STREAM is gs- and random hex, the response's
+// X-Spigot-Stream header); a client that lost its connection gets the
+// events after the last one it received, then the live rest, with
+//
+//   - GET /v1/streams/{id} with Last-Event-ID (what a browser's
+//     EventSource sends when it reconnects) or ?after=SEQ, or
+//   - the same POST again with Last-Event-ID,
+//
+// or over a WebSocket ({"type":"resume","stream":ID,"after":SEQ}) or gRPC
+// (Resume, or a Channel resume), whatever transport started it. A stream
+// whose client goes away keeps running for streams.resume_window
+// (default 60s) and is then canceled upstream; a finished stream's events
+// are kept as long. stream_options.cancel_on_disconnect (gRPC: resumable
+// false, the default) cancels at once instead, and POST
+// /v1/streams/{id}/cancel cancels explicitly (the reader gets an error
+// event with code "canceled", then [DONE]). A stream is resumed only with
+// the client key that started it (another key is told it does not
+// exist); a resume takes the stream over from a connection still
+// delivering it. Usage is charged to the key as the relay gets it,
+// whether anyone reads.
+//
+// The state is one gateway instance's memory: the default, a single
+// instance, needs nothing else. With several instances behind a load
+// balancer (no session affinity needed), set streams.advertise on each
+// to the URL the others reach it at (on Kubernetes the pod IP) and the
+// same streams.secret. A stream id then names the instance that owns it,
+// base64url-encoded, with an HMAC-SHA256 of the id under the secret (so
+// no client can send an instance to an address of its choosing): an
+// instance asked to resume or cancel another's stream forwards the
+// request to the owner (GET /v1/streams/{id} with the client's key and
+// Last-Event-ID) and relays the answer; a WebSocket or gRPC resume
+// mirrors the owner's SSE stream and reads it as a local one, and its
+// cancel goes to the owner. If the owner is gone, so is the stream (502
+// stream_owner_unreachable): the stream's state is where its relay runs,
+// as an upstream's KV cache is where its generation runs. docs/scale-out.md
+// weighs this against a shared store.
 //
 // # Failover
 //
