@@ -246,7 +246,7 @@
 // With greedy decoding on spigot upstreams serving the same model, a
 // stream continued from token ids ends exactly as an undisturbed run
 // would: the model is given the very tokens it had (TestFailoverMidStream
-// checks 32 streams of 32, completions and chats, and TestProcessesKill
+// checks 32 streams of 32, completions and chats, and TestProcessesFailover
 // real processes killed). A continuation from text is the greedy
 // continuation of the prompt plus the text so far, which equals an
 // undisturbed run only when that text tokenizes back to the tokens that
