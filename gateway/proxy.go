@@ -46,8 +46,8 @@ func (g *Gateway) handleGenerate(w http.ResponseWriter, r *http.Request, kind op
 				if len(g.keys) == 0 {
 					auth = r.Header.Get("Authorization") // an open gateway passes the client's key on
 				}
-				ss := g.startSession(req, m, auth, start, req.stream && !req.cancelOnDisconnect, release)
-				g.serveSession(w, r, ss)
+				ss := g.newSession(req, m, auth, start, req.stream && !req.cancelOnDisconnect)
+				g.serveInline(w, r, ss, release)
 				return
 			}
 		}
@@ -554,7 +554,7 @@ func (st *relay) chatChoices(c *chunk) json.RawMessage {
 // flush appends the queued events to the log, where readers get them.
 func (st *relay) flush() error {
 	if len(st.pending) > 0 {
-		st.out.log.Append(st.pending...)
+		st.out.append(st.pending...)
 		clear(st.pending)
 		st.pending = st.pending[:0]
 	}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spigot-llm/spigot/api/openai"
@@ -24,15 +25,54 @@ import (
 // owner answers it itself and never forwards it again.
 const forwardedHeader = "X-Spigot-Forwarded"
 
-// serveSession answers a request with its session: the head when the
-// relay answered before any stream (an error, a whole response), else the
-// stream's events from the start.
-func (g *Gateway) serveSession(w http.ResponseWriter, r *http.Request, ss *session) {
-	select {
-	case <-ss.ready:
-	case <-r.Context().Done():
-		ss.abandon()
-		return
+// inline is the reader of the connection that started a session, served
+// by the relay itself: the request's handler runs the relay, and each
+// batch of events the relay appends to the log is written to the client
+// at once, from the same goroutine, as a plain proxy would (a reader
+// goroutine woken for every token would cost a context switch per token).
+// When the client goes away (the request's context ends) or another
+// connection resumes the stream, the relay goes on in the handler's
+// goroutine, appending to the log for the resume, until the stream ends
+// or its resume window passes.
+type inline struct {
+	ss      *session
+	w       http.ResponseWriter
+	k       *sseSink
+	release func(complete bool) // ss.attach's
+
+	mu        sync.Mutex
+	live      bool // the client is there and owns the stream: write to it
+	started   bool // the stream's headers were sent
+	last      uint64
+	buf       []streamlog.Entry
+	lastWrite time.Time
+	ka        *time.Timer // keepalive comments while the stream is silent
+}
+
+// serveInline answers a request by running its session's relay in the
+// handler: the head when the relay answered before any stream (an error,
+// a whole response), else the stream's events as they come. release, if
+// not nil, frees the request's admission slot when the relay ends.
+func (g *Gateway) serveInline(w http.ResponseWriter, r *http.Request, ss *session, release func()) {
+	in := &inline{ss: ss, w: w, live: true,
+		k: &sseSink{w: w, rc: http.NewResponseController(w), id: ss.id, timeout: g.opts.WriteTimeout}}
+	rctx, rel := ss.attach(r.Context())
+	in.release = rel
+	stop := context.AfterFunc(rctx, in.gone)
+	ss.inl = in
+	g.sessions.Add(1)
+	defer g.sessions.Done()
+	ss.run(release)
+	stop()
+	in.mu.Lock()
+	live := in.live
+	in.live = false
+	if in.ka != nil {
+		in.ka.Stop()
+	}
+	in.mu.Unlock()
+	if !live {
+		return // gone, or taken over: released then
 	}
 	if !ss.streaming {
 		h := w.Header()
@@ -41,9 +81,107 @@ func (g *Gateway) serveSession(w http.ResponseWriter, r *http.Request, ss *sessi
 		}
 		w.WriteHeader(ss.head.status)
 		w.Write(ss.head.body.Bytes())
+		rel(true)
 		return
 	}
-	g.serveSSE(w, r, ss, 0)
+	in.k.done()
+	rel(in.last == ss.log.Last() && ss.log.Done())
+}
+
+// open sends the stream's headers, when the relay begins the stream.
+func (in *inline) open() {
+	in.mu.Lock()
+	if !in.live {
+		in.mu.Unlock()
+		return
+	}
+	in.started = true
+	h := in.w.Header()
+	for k, v := range in.ss.head.header {
+		h[k] = v
+	}
+	h.Set("X-Spigot-Stream", in.ss.id)
+	in.w.WriteHeader(http.StatusOK)
+	err := in.k.flush() // the headers, at once
+	in.lastWrite = time.Now()
+	if ka := in.ss.g.opts.KeepAlive; ka > 0 && err == nil {
+		in.ka = time.AfterFunc(ka, in.keepalive)
+	}
+	in.mu.Unlock()
+	if err != nil {
+		in.lost()
+	}
+}
+
+// push writes the entries the log has beyond what was written.
+func (in *inline) push() {
+	in.mu.Lock()
+	if !in.live || !in.started {
+		in.mu.Unlock()
+		return
+	}
+	in.buf, _, _ = in.ss.log.Read(in.buf[:0], in.last, 0, nil)
+	var err error
+	if len(in.buf) > 0 {
+		err = in.k.Write(in.buf)
+		in.last = in.buf[len(in.buf)-1].Seq
+		clear(in.buf)
+		in.lastWrite = time.Now()
+	}
+	in.mu.Unlock()
+	if err != nil {
+		in.lost()
+	}
+}
+
+// keepalive sends an SSE comment when nothing was written for KeepAlive,
+// and arms itself for the next.
+func (in *inline) keepalive() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if !in.live {
+		return
+	}
+	every := in.ss.g.opts.KeepAlive
+	if since := time.Since(in.lastWrite); since < every {
+		in.ka.Reset(every - since)
+		return
+	}
+	if in.k.KeepAlive() != nil {
+		in.live = false
+		go in.release(false)
+		return
+	}
+	in.lastWrite = time.Now()
+	in.ka.Reset(every)
+}
+
+// lost stops writing to a client whose write failed.
+func (in *inline) lost() {
+	in.mu.Lock()
+	was := in.live
+	in.live = false
+	in.mu.Unlock()
+	if was {
+		in.release(false)
+	}
+}
+
+// gone is called when the request's context ends (the client went away)
+// or another connection resumed the stream. Before the stream began,
+// the client has no id to resume with: the relay is canceled.
+func (in *inline) gone() {
+	in.mu.Lock()
+	was, started := in.live, in.started
+	in.live = false
+	in.mu.Unlock()
+	if !was {
+		return
+	}
+	if !started {
+		in.ss.abandon()
+	}
+	in.release(false)
 }
 
 // serveSSE sends a started session's events after seq after as
@@ -338,7 +476,7 @@ func (g *Gateway) remoteSession(ctx context.Context, auth, owner, id string, aft
 			default:
 				e = streamlog.Entry{Kind: streamlog.Token, Visible: true, Event: eventText(data)}
 			}
-			ss.log.Append(e)
+			ss.append(e)
 			if e.Kind == streamlog.Done {
 				return
 			}
@@ -346,7 +484,7 @@ func (g *Gateway) remoteSession(ctx context.Context, auth, owner, id string, aft
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		ss.log.Append(errorEntry(&openai.Error{Status: http.StatusBadGateway, Type: openai.TypeServer, Code: "stream_owner_failed",
+		ss.append(errorEntry(&openai.Error{Status: http.StatusBadGateway, Type: openai.TypeServer, Code: "stream_owner_failed",
 			Message: "the stream from its owner " + owner + " broke: " + err.Error()}), streamlog.Entry{Kind: streamlog.Done})
 	}()
 	if err := reach(ctx, &ss.log, after); err != nil {

@@ -61,8 +61,14 @@ type session struct {
 	head      headWriter
 	streaming bool
 	ready     chan struct{}
+	ctx       context.Context         // the relay's
 	cancel    context.CancelCauseFunc // ends the relay (a mirror: its reading)
-	created   int64                   // unix seconds, for WebSocket and gRPC start events
+	relay     *relay
+	// inl, if not nil, is the reader of the connection that started the
+	// session, served by the relay's goroutine (see inline); set before
+	// the relay runs.
+	inl     *inline
+	created int64 // unix seconds, for WebSocket and gRPC start events
 	// owner, for a mirror of a stream another instance owns (see
 	// remoteSession), is that instance's URL, and auth the client's
 	// Authorization to call it with.
@@ -161,37 +167,61 @@ var (
 	errCanceled  = errors.New("the stream was canceled")
 )
 
-// startSession starts relaying a request in a session of its own.
-// release, if not nil, is called when the relay ends (the request's
-// admission slot). resumable sessions are registered for resuming.
-func (g *Gateway) startSession(req *request, m *meter, auth string, start time.Time, resumable bool, release func()) *session {
+// newSession makes the session of a request; run relays it.
+func (g *Gateway) newSession(req *request, m *meter, auth string, start time.Time, resumable bool) *session {
 	ctx, cancel := context.WithCancelCause(g.ctx)
 	ss := &session{g: g, id: g.newStreamID(), req: req, resumable: resumable && g.cfg.Streams.ResumeWindow > 0,
-		ready: make(chan struct{}), cancel: cancel, created: g.now().Unix()}
+		ready: make(chan struct{}), ctx: ctx, cancel: cancel, created: g.now().Unix()}
 	if m != nil {
 		ss.key = m.key
 	}
-	st := &relay{g: g, w: &ss.head, out: ss, req: req, start: start, meter: m, auth: auth}
+	ss.relay = &relay{g: g, w: &ss.head, out: ss, req: req, start: start, meter: m, auth: auth}
 	if ss.resumable {
 		g.streams.add(ss)
 	}
+	return ss
+}
+
+// run relays the session's request in the calling goroutine until it is
+// answered or the session canceled; release, if not nil, is called when
+// the relay ends (the request's admission slot).
+func (ss *session) run(release func()) {
+	defer ss.cancel(nil)
+	ss.g.relay(ss.ctx, ss.relay)
+	if release != nil {
+		release()
+	}
+	ss.end(ss.ctx)
+}
+
+// startSession starts relaying a request in a session and a goroutine of
+// its own, for readers that attach to it (WebSocket, gRPC).
+func (g *Gateway) startSession(req *request, m *meter, auth string, start time.Time, resumable bool, release func()) *session {
+	ss := g.newSession(req, m, auth, start, resumable)
 	g.sessions.Add(1)
 	go func() {
 		defer g.sessions.Done()
-		defer cancel(nil)
-		g.relay(ctx, st)
-		if release != nil {
-			release()
-		}
-		ss.end(ctx)
+		ss.run(release)
 	}()
 	return ss
+}
+
+// append adds entries to the log and hands them to the inline reader,
+// if any.
+func (ss *session) append(es ...streamlog.Entry) {
+	ss.log.Append(es...)
+	if ss.inl != nil {
+		ss.inl.push()
+	}
 }
 
 // begin marks the start of the stream: head holds its headers.
 func (ss *session) begin() {
 	ss.streaming = true
 	close(ss.ready)
+	if ss.inl != nil {
+		ss.inl.open()
+	}
 }
 
 // end is called when the relay has returned: a stream cut without its
@@ -208,7 +238,7 @@ func (ss *session) end(ctx context.Context) {
 		if c := context.Cause(ctx); errors.Is(c, errCanceled) || errors.Is(c, errAbandoned) {
 			e = &openai.Error{Status: openai.StatusClientClosed, Type: openai.TypeInvalidRequest, Code: "canceled", Message: c.Error()}
 		}
-		ss.log.Append(errorEntry(e), streamlog.Entry{Kind: streamlog.Done})
+		ss.append(errorEntry(e), streamlog.Entry{Kind: streamlog.Done})
 	}
 	ss.mu.Lock()
 	ss.ended = true
