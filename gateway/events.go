@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"unsafe"
 
 	"github.com/spigot-llm/spigot/api/openai"
 	streamlog "github.com/spigot-llm/spigot/stream"
@@ -11,20 +12,6 @@ import (
 // spigot serve's WebSocket and gRPC APIs: a delta per choice's text, and
 // at the end one done (every choice's finish reason, the usage) or one
 // error.
-
-// wireChunk is what the WebSocket and gRPC fronts read of a chunk.
-type wireChunk struct {
-	Choices []struct {
-		Index int `json:"index"`
-		Delta *struct {
-			Content *string `json:"content"`
-		} `json:"delta"`
-		Text         *string         `json:"text"`
-		Logprobs     json.RawMessage `json:"logprobs"`
-		FinishReason *string         `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *openai.Usage `json:"usage"`
-}
 
 // delta is one choice's text from one chunk.
 type delta struct {
@@ -39,6 +26,7 @@ type eventReader struct {
 	usage  *openai.Usage
 	ended  bool // a Final entry (an error) was read
 	deltas []delta
+	c      chunk
 }
 
 // read returns the deltas of a Token entry (valid until the next call)
@@ -51,17 +39,13 @@ func (d *eventReader) read(e *streamlog.Entry) []delta {
 	if e.Kind != streamlog.Token {
 		return nil
 	}
-	var c wireChunk
-	if json.Unmarshal([]byte(e.Event.Text), &c) != nil {
+	c := &d.c
+	if !parseChunk(unsafe.Slice(unsafe.StringData(e.Event.Text), len(e.Event.Text)), c) { // read only
 		return nil
 	}
-	for _, ch := range c.Choices {
-		text := ""
-		if ch.Delta != nil && ch.Delta.Content != nil {
-			text = *ch.Delta.Content
-		} else if ch.Text != nil {
-			text = *ch.Text
-		}
+	for i := range c.Choices {
+		ch := &c.Choices[i]
+		text := ch.text()
 		if ch.Index < 0 || ch.Index > 1<<16 {
 			continue
 		}
@@ -72,11 +56,11 @@ func (d *eventReader) read(e *streamlog.Entry) []delta {
 			}
 			d.deltas = append(d.deltas, delta{index: ch.Index, text: text, logprobs: lp})
 		}
-		if ch.FinishReason != nil && *ch.FinishReason != "" {
+		if ch.HasFinish && ch.FinishReason != "" {
 			for len(d.finish) <= ch.Index {
 				d.finish = append(d.finish, "")
 			}
-			d.finish[ch.Index] = *ch.FinishReason
+			d.finish[ch.Index] = ch.FinishReason
 		}
 	}
 	if c.Usage != nil {

@@ -123,6 +123,7 @@ type relay struct {
 
 	started bool              // the response status and headers were sent
 	pending []streamlog.Entry // events not yet in the log
+	c       chunk             // the event being read
 
 	// The stream's identity, from its first chunk: continuations' chunks
 	// are rewritten to it.
@@ -357,28 +358,6 @@ func (st *relay) pump(src source) error {
 	}
 }
 
-// chunk is what the relay reads of an OpenAI stream chunk.
-type chunk struct {
-	ID      json.RawMessage `json:"id"`
-	Choices []struct {
-		Index int `json:"index"`
-		Delta *struct {
-			Role    string  `json:"role"`
-			Content *string `json:"content"`
-		} `json:"delta"`
-		Text           *string  `json:"text"`
-		FinishReason   *string  `json:"finish_reason"`
-		TokenIDs       *[]int64 `json:"token_ids"`
-		PromptTokenIDs []int64  `json:"prompt_token_ids"`
-	} `json:"choices"`
-	Usage *openai.Usage `json:"usage"`
-	Error *struct {
-		Message string `json:"message"`
-		Type    string `json:"type"`
-		Code    any    `json:"code"`
-	} `json:"error"`
-}
-
 var doneData = []byte("[DONE]")
 
 // event handles one upstream event: it is passed on as is, rewritten
@@ -390,8 +369,8 @@ func (st *relay) event(data []byte) error {
 		st.pending = append(st.pending, streamlog.Entry{Kind: streamlog.Done})
 		return nil
 	}
-	var c chunk
-	if json.Unmarshal(data, &c) != nil {
+	c := &st.c
+	if !parseChunk(data, c) {
 		st.put(data) // not a chunk: passed on
 		return nil
 	}
@@ -400,10 +379,7 @@ func (st *relay) event(data []byte) error {
 			return fmt.Errorf("upstream error event: %s", c.Error.Message)
 		}
 		st.terminal = true
-		e := &openai.Error{Status: http.StatusBadRequest, Type: c.Error.Type, Message: c.Error.Message}
-		if code, ok := c.Error.Code.(string); ok {
-			e.Code = code
-		}
+		e := &openai.Error{Status: http.StatusBadRequest, Type: c.Error.Type, Message: c.Error.Message, Code: c.Error.Code}
 		st.pending = append(st.pending, streamlog.Entry{Kind: streamlog.Final, Err: e, Event: eventText(data)})
 		return nil
 	}
@@ -416,12 +392,7 @@ func (st *relay) event(data []byte) error {
 	drop := len(c.Choices) > 0
 	for i := range c.Choices {
 		ch := &c.Choices[i]
-		text := ""
-		if ch.Delta != nil && ch.Delta.Content != nil {
-			text = *ch.Delta.Content
-		} else if ch.Text != nil {
-			text = *ch.Text
-		}
+		text := ch.text()
 		if ch.Index == 0 {
 			switch {
 			case ch.PromptTokenIDs != nil && !st.cont && st.promptIDs == nil:
@@ -430,13 +401,13 @@ func (st *relay) event(data []byte) error {
 			case ch.PromptTokenIDs == nil && !st.cont && st.promptIDs == nil && text != "":
 				st.idsLost = true // an upstream without ids began the stream
 			}
-			if ch.TokenIDs != nil {
-				st.ids = append(st.ids, *ch.TokenIDs...)
+			if ch.HasTokenIDs {
+				st.ids = append(st.ids, ch.TokenIDs...)
 			} else if text != "" {
 				st.idsLost = true
 			}
 		}
-		roleOnly := ch.Delta != nil && ch.Delta.Role != "" && text == "" && ch.FinishReason == nil
+		roleOnly := ch.Delta && ch.Role != "" && text == "" && !ch.HasFinish
 		if roleOnly && st.roleSent[ch.Index] {
 			continue // a continuation's new start
 		}
@@ -457,7 +428,7 @@ func (st *relay) event(data []byte) error {
 				st.upFirst = st.g.now()
 			}
 		}
-		if ch.FinishReason != nil && *ch.FinishReason != "" {
+		if ch.HasFinish && ch.FinishReason != "" {
 			st.finished = true
 		}
 	}
@@ -484,7 +455,7 @@ func (st *relay) event(data []byte) error {
 	}
 	if st.asChat {
 		f["object"] = mustJSON("chat.completion.chunk")
-		f["choices"] = st.chatChoices(&c)
+		f["choices"] = st.chatChoices(c)
 	}
 	for k, v := range map[string]json.RawMessage{"id": st.id, "created": st.created, "model": st.model} {
 		if _, ok := f[k]; ok && v != nil {
@@ -529,20 +500,20 @@ func (st *relay) chatChoices(c *chunk) json.RawMessage {
 		}
 		b = append(b, `{"index":`...)
 		b = strconv.AppendInt(b, int64(ch.Index), 10)
-		if ch.Text != nil && *ch.Text != "" {
+		if ch.HasText && ch.Text != "" {
 			b = append(b, `,"delta":{"content":`...)
-			b = openai.AppendString(b, *ch.Text)
+			b = openai.AppendString(b, ch.Text)
 			b = append(b, '}')
 		} else {
 			b = append(b, `,"delta":{}`...)
 		}
-		if st.req.tokenIDs && ch.TokenIDs != nil {
+		if st.req.tokenIDs && ch.HasTokenIDs {
 			b = append(b, `,"token_ids":`...)
-			b = append(b, mustJSON(*ch.TokenIDs)...)
+			b = append(b, mustJSON(ch.TokenIDs)...)
 		}
 		b = append(b, `,"logprobs":null,"finish_reason":`...)
-		if ch.FinishReason != nil {
-			b = openai.AppendString(b, *ch.FinishReason)
+		if ch.HasFinish {
+			b = openai.AppendString(b, ch.FinishReason)
 		} else {
 			b = append(b, "null"...)
 		}
