@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,7 +43,7 @@ import (
 func (g *Gateway) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(opts...)
 	spigotv1.RegisterGenerationServer(gs, &grpcFront{g: g})
-	grpc_health_v1.RegisterHealthServer(gs, &grpcHealth{g: g})
+	grpc_health_v1.RegisterHealthServer(gs, spigotpb.Health(func() bool { ok, _ := g.ready(); return ok }))
 	reflection.Register(gs)
 	return gs
 }
@@ -467,51 +466,4 @@ func (f *grpcFront) Channel(cs grpc.BidiStreamingServer[spigotv1.ChannelRequest,
 	// started resumable and leaves the others for the resume window.
 	wg.Wait()
 	return recvErr
-}
-
-// grpcHealth is the standard health service: SERVING while the gateway
-// is ready (some upstream healthy, not draining), for the whole server
-// ("") and for spigot.v1.Generation.
-type grpcHealth struct {
-	grpc_health_v1.UnimplementedHealthServer
-	g *Gateway
-}
-
-func (h *grpcHealth) status(service string) (grpc_health_v1.HealthCheckResponse_ServingStatus, bool) {
-	if service != "" && service != spigotv1.Generation_ServiceDesc.ServiceName {
-		return grpc_health_v1.HealthCheckResponse_SERVICE_UNKNOWN, false
-	}
-	if ok, _ := h.g.ready(); !ok {
-		return grpc_health_v1.HealthCheckResponse_NOT_SERVING, true
-	}
-	return grpc_health_v1.HealthCheckResponse_SERVING, true
-}
-
-func (h *grpcHealth) Check(ctx context.Context, req *grpc_health_v1.HealthCheckRequest) (*grpc_health_v1.HealthCheckResponse, error) {
-	st, ok := h.status(req.GetService())
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "unknown service %q", req.GetService())
-	}
-	return &grpc_health_v1.HealthCheckResponse{Status: st}, nil
-}
-
-// Watch sends the status, then every change of it (looked at every
-// 100 ms), until the call ends.
-func (h *grpcHealth) Watch(req *grpc_health_v1.HealthCheckRequest, st grpc_health_v1.Health_WatchServer) error {
-	last := grpc_health_v1.HealthCheckResponse_ServingStatus(-1)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if s, _ := h.status(req.GetService()); s != last {
-			if err := st.Send(&grpc_health_v1.HealthCheckResponse{Status: s}); err != nil {
-				return err
-			}
-			last = s
-		}
-		select {
-		case <-st.Context().Done():
-			return st.Context().Err()
-		case <-tick.C:
-		}
-	}
 }

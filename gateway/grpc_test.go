@@ -24,19 +24,7 @@ import (
 // client of it; both end with the test.
 func (w *gw) grpcClient(t testing.TB) spigotv1.GenerationClient {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := w.g.GRPCServer()
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return spigotv1.NewGenerationClient(conn)
+	return spigotv1.NewGenerationClient(mustConn(t, w))
 }
 
 // grpcRun is what a client saw of one generation's events.

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,32 +13,17 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/spigot-llm/spigot/api/openai"
+	"github.com/spigot-llm/spigot/api/wsapi"
 	streamlog "github.com/spigot-llm/spigot/stream"
 )
 
 // This file is the WebSocket front, GET /v1/ws, with spigot serve's
-// protocol (see server/ws.go): the client sends chat, completion, cancel,
+// protocol (package wsapi): the client sends chat, completion, cancel,
 // resume and ping messages, each generation under an id it picks; the
 // gateway answers start, delta, done, error and pong. The generations are
 // sessions like SSE's, so a stream started on a socket can be resumed
 // over SSE, another socket or gRPC, on any instance, and the other way
 // round.
-
-// Limits of one socket, as spigot serve's.
-const (
-	maxSocketGenerations = 128
-	maxClientID          = 256
-	wsProtocol           = "spigot.v1"
-	wsKeyPrefix          = "spigot-key."
-)
-
-type wsMessage struct {
-	Type    string          `json:"type"`
-	ID      string          `json:"id"`
-	Request json.RawMessage `json:"request"`
-	Stream  string          `json:"stream"`
-	After   uint64          `json:"after"`
-}
 
 // wsConn is one socket.
 type wsConn struct {
@@ -77,12 +61,8 @@ func (g *Gateway) handleWS(w http.ResponseWriter, r *http.Request) {
 	if token == "" {
 		// A browser cannot set headers: the key may come as a
 		// subprotocol.
-		for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
-			for p := range strings.SplitSeq(h, ",") {
-				if k, ok := strings.CutPrefix(strings.TrimSpace(p), wsKeyPrefix); ok {
-					token, auth = k, "Bearer "+k
-				}
-			}
+		if token = wsapi.Key(r); token != "" {
+			auth = "Bearer " + token
 		}
 	}
 	k, err := g.keyFor(token)
@@ -93,7 +73,7 @@ func (g *Gateway) handleWS(w http.ResponseWriter, r *http.Request) {
 	if len(g.keys) > 0 {
 		auth = "Bearer " + token
 	}
-	opts := &websocket.AcceptOptions{Subprotocols: []string{wsProtocol}}
+	opts := &websocket.AcceptOptions{Subprotocols: []string{wsapi.Protocol}}
 	if len(g.cfg.CORS.AllowedOrigins) > 0 {
 		opts.OriginPatterns = g.cfg.CORS.AllowedOrigins
 	}
@@ -142,25 +122,13 @@ func (wc *wsConn) readLoop() bool {
 			wc.reject("", openai.BadRequest("", "binary messages are not understood; send JSON text messages"))
 			continue
 		}
-		var msg wsMessage
-		if err := json.Unmarshal(data, &msg); err != nil {
-			wc.reject("", openai.BadRequest("", "the message is not a JSON object of this API: %v", err))
+		msg, err := wsapi.ParseMessage(data)
+		switch {
+		case err != nil:
+			wc.reject(msg.ID, err)
 			continue
-		}
-		if len(msg.ID) > maxClientID {
-			msg.ID = ""
-		}
-		switch msg.Type {
-		case "ping":
-			wc.send([]byte(`{"type":"pong"}`))
-			continue
-		case "chat", "completion", "cancel", "resume":
-		default:
-			wc.reject(msg.ID, openai.BadRequest("type", "message type %q is not one of chat, completion, cancel, resume, ping", msg.Type))
-			continue
-		}
-		if msg.ID == "" {
-			wc.reject("", openai.BadRequest("id", "a %s message needs an id: a string of 1 to %d bytes that names the generation on this socket", msg.Type, maxClientID))
+		case msg.Type == "ping":
+			wc.send(wsapi.Pong)
 			continue
 		}
 		wc.handle(&msg)
@@ -168,7 +136,7 @@ func (wc *wsConn) readLoop() bool {
 }
 
 // handle acts on a chat, completion, cancel or resume message.
-func (wc *wsConn) handle(msg *wsMessage) {
+func (wc *wsConn) handle(msg *wsapi.Message) {
 	wc.mu.Lock()
 	gen, taken := wc.gens[msg.ID]
 	running := len(wc.gens)
@@ -186,7 +154,7 @@ func (wc *wsConn) handle(msg *wsMessage) {
 		}
 		return
 	}
-	if !taken && running < maxSocketGenerations {
+	if !taken && running < wsapi.MaxGenerations {
 		wc.gens[msg.ID] = &wsGen{}
 	}
 	wc.mu.Unlock()
@@ -194,7 +162,7 @@ func (wc *wsConn) handle(msg *wsMessage) {
 	case taken:
 		wc.reject(msg.ID, openai.BadRequest("id", "generation %q is already running on this socket; pick another id", msg.ID))
 		return
-	case running >= maxSocketGenerations:
+	case running >= wsapi.MaxGenerations:
 		wc.reject(msg.ID, &openai.Error{Status: http.StatusTooManyRequests, Type: openai.TypeRateLimit, Code: "too_many_generations",
 			Message: "this socket already runs " + strconv.Itoa(running) + " generations; wait for one to end"})
 		return
@@ -225,7 +193,7 @@ func (wc *wsConn) handle(msg *wsMessage) {
 // open starts a generation's session, or finds the one a resume names
 // (mirroring it from its owner when another instance has it), and
 // returns it with the entry to deliver after.
-func (wc *wsConn) open(msg *wsMessage) (*session, uint64, error) {
+func (wc *wsConn) open(msg *wsapi.Message) (*session, uint64, error) {
 	g := wc.g
 	if msg.Type == "resume" {
 		owner, err := g.streamOwner(msg.Stream)
@@ -308,15 +276,7 @@ func (wc *wsConn) deliver(id string, ss *session, after uint64) error {
 		}
 	}
 	ctx, release := ss.attach(wc.ctx)
-	b := append([]byte(nil), `{"type":"start","id":`...)
-	b = openai.AppendString(b, id)
-	b = append(b, `,"stream":`...)
-	b = openai.AppendString(b, ss.id)
-	b = append(b, `,"model":`...)
-	b = openai.AppendString(b, ss.model())
-	b = append(b, `,"created":`...)
-	b = strconv.AppendInt(b, ss.created, 10)
-	wc.send(append(b, '}'))
+	wc.send(wsapi.AppendStart(nil, id, ss.id, ss.model(), ss.created))
 	_, err := ss.log.Deliver(ctx, after, streamlog.Options{}, k)
 	release(err == nil)
 	switch {
@@ -362,24 +322,7 @@ func (wc *wsConn) send(b []byte) error {
 }
 
 func (wc *wsConn) reject(id string, err error) {
-	wc.send(appendWSError(nil, id, 0, openai.ErrorFor(err)))
-}
-
-// appendWSError appends an error message; seq 0 is left out.
-func appendWSError(dst []byte, id string, seq uint64, e *openai.Error) []byte {
-	dst = append(dst, `{"type":"error"`...)
-	if id != "" {
-		dst = append(dst, `,"id":`...)
-		dst = openai.AppendString(dst, id)
-	}
-	if seq > 0 {
-		dst = append(dst, `,"seq":`...)
-		dst = strconv.AppendUint(dst, seq, 10)
-	}
-	dst = append(dst, `,"status":`...)
-	dst = strconv.AppendInt(dst, int64(e.Status), 10)
-	dst = append(dst, ',')
-	return append(dst, bytes.TrimPrefix(openai.AppendError(nil, e), []byte("{"))...)
+	wc.send(wsapi.AppendError(nil, id, 0, openai.ErrorFor(err)))
 }
 
 // wsSink writes a session's entries as messages.
@@ -396,14 +339,7 @@ func (k *wsSink) Write(es []streamlog.Entry) error {
 		switch e.Kind {
 		case streamlog.Token:
 			for _, d := range k.r.read(e) {
-				b := append(k.buf[:0], `{"type":"delta","id":`...)
-				b = openai.AppendString(b, k.id)
-				b = append(b, `,"seq":`...)
-				b = strconv.AppendUint(b, e.Seq, 10)
-				b = append(b, `,"index":`...)
-				b = strconv.AppendInt(b, int64(d.index), 10)
-				b = append(b, `,"text":`...)
-				b = openai.AppendString(b, d.text)
+				b := wsapi.AppendDelta(k.buf[:0], k.id, e.Seq, d.index, d.text)
 				if d.logprobs != nil {
 					b = append(b, `,"logprobs":`...)
 					b = append(b, d.logprobs...)
@@ -414,27 +350,14 @@ func (k *wsSink) Write(es []streamlog.Entry) error {
 			}
 		case streamlog.Final:
 			k.r.read(e)
-			if err := k.send(appendWSError(k.buf[:0], k.id, e.Seq, openai.ErrorFor(e.Err))); err != nil {
+			if err := k.send(wsapi.AppendError(k.buf[:0], k.id, e.Seq, openai.ErrorFor(e.Err))); err != nil {
 				return err
 			}
 		case streamlog.Done:
 			if k.r.ended {
 				continue // the error was the end
 			}
-			fr := k.r.finishReasons()
-			b := append(k.buf[:0], `{"type":"done","id":`...)
-			b = openai.AppendString(b, k.id)
-			b = append(b, `,"seq":`...)
-			b = strconv.AppendUint(b, e.Seq, 10)
-			b = append(b, `,"finish_reason":`...)
-			b = openai.AppendString(b, fr[0])
-			b = append(b, `,"finish_reasons":`...)
-			b = append(b, mustJSON(fr)...)
-			if k.r.usage != nil {
-				b = append(b, `,"usage":`...)
-				b = openai.AppendUsageObject(b, *k.r.usage)
-			}
-			if err := k.send(append(b, '}')); err != nil {
+			if err := k.send(wsapi.AppendDone(k.buf[:0], k.id, e.Seq, k.r.finishReasons(), k.r.usage)); err != nil {
 				return err
 			}
 		}

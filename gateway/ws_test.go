@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/spigot-llm/spigot/api/wsapi"
 )
 
 // wsMsg is the union of the messages the gateway sends on a socket.
@@ -275,7 +277,7 @@ func TestWSGatewayAuth(t *testing.T) {
 	}
 	for _, opts := range []*websocket.DialOptions{
 		{HTTPHeader: http.Header{"Authorization": {"Bearer sk-alice"}}},
-		{Subprotocols: []string{wsProtocol, wsKeyPrefix + "sk-alice"}},
+		{Subprotocols: []string{wsapi.Protocol, wsapi.KeyPrefix + "sk-alice"}},
 	} {
 		c := wsDial(t, gwy.ts.URL, opts)
 		wsSend(t, c, `{"type":"completion","id":"a","request":{"model":"m","prompt":"x"}}`)

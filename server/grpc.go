@@ -38,7 +38,7 @@ import (
 func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	gs := grpc.NewServer(opts...)
 	spigotv1.RegisterGenerationServer(gs, &grpcService{s: s})
-	grpc_health_v1.RegisterHealthServer(gs, &grpcHealth{s: s})
+	grpc_health_v1.RegisterHealthServer(gs, spigotpb.Health(func() bool { return s.model.Load() != nil && !s.draining.Load() }))
 	reflection.Register(gs)
 	return gs
 }
@@ -449,51 +449,4 @@ func (gs *grpcService) Channel(cs grpc.BidiStreamingServer[spigotv1.ChannelReque
 	// may not be resumed and leaves the others for the resume window.
 	wg.Wait()
 	return recvErr
-}
-
-// grpcHealth is the standard health service, answered from the server's
-// state: SERVING once the model is loaded, NOT_SERVING before and while
-// shutting down, for the whole server ("") and for spigot.v1.Generation.
-type grpcHealth struct {
-	grpc_health_v1.UnimplementedHealthServer
-	s *Server
-}
-
-func (h *grpcHealth) status(service string) (grpc_health_v1.HealthCheckResponse_ServingStatus, bool) {
-	if service != "" && service != spigotv1.Generation_ServiceDesc.ServiceName {
-		return grpc_health_v1.HealthCheckResponse_SERVICE_UNKNOWN, false
-	}
-	if h.s.model.Load() == nil || h.s.draining.Load() {
-		return grpc_health_v1.HealthCheckResponse_NOT_SERVING, true
-	}
-	return grpc_health_v1.HealthCheckResponse_SERVING, true
-}
-
-func (h *grpcHealth) Check(ctx context.Context, req *grpc_health_v1.HealthCheckRequest) (*grpc_health_v1.HealthCheckResponse, error) {
-	st, ok := h.status(req.GetService())
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "unknown service %q", req.GetService())
-	}
-	return &grpc_health_v1.HealthCheckResponse{Status: st}, nil
-}
-
-// Watch sends the status, then every change of it (looked at every
-// 100 ms), until the call ends.
-func (h *grpcHealth) Watch(req *grpc_health_v1.HealthCheckRequest, stream grpc_health_v1.Health_WatchServer) error {
-	last := grpc_health_v1.HealthCheckResponse_ServingStatus(-1)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if st, _ := h.status(req.GetService()); st != last {
-			if err := stream.Send(&grpc_health_v1.HealthCheckResponse{Status: st}); err != nil {
-				return err
-			}
-			last = st
-		}
-		select {
-		case <-stream.Context().Done():
-			return stream.Context().Err()
-		case <-tick.C:
-		}
-	}
 }

@@ -76,6 +76,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/spigot-llm/spigot/api/openai"
+	"github.com/spigot-llm/spigot/api/wsapi"
 	"github.com/spigot-llm/spigot/chat"
 	"github.com/spigot-llm/spigot/engine"
 	"github.com/spigot-llm/spigot/metrics"
@@ -320,7 +321,7 @@ func (s *Server) auth(h http.Handler) http.Handler {
 	want := []byte("Bearer " + s.cfg.APIKey)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := r.Header.Get("Authorization")
-		if k := wsKey(r); got == "" && k != "" {
+		if k := wsapi.Key(r); got == "" && k != "" {
 			got = "Bearer " + k // a browser's WebSocket, which cannot send headers
 		}
 		if got == "" {

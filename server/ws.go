@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,72 +13,17 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/spigot-llm/spigot/api/openai"
+	"github.com/spigot-llm/spigot/api/wsapi"
 	"github.com/spigot-llm/spigot/engine"
 	"github.com/spigot-llm/spigot/stream"
 )
 
-// This file is the WebSocket transport, GET /v1/ws: JSON messages both
-// ways, several generations on one socket, each under an id the client
-// picks. The requests are the HTTP endpoints' bodies, parsed by the same
-// code; the output is the same session log as SSE's and gRPC's, so a
+// This file is the WebSocket transport, GET /v1/ws, with the protocol of
+// package wsapi: several generations on one socket, each under an id the
+// client picks. The requests are the HTTP endpoints' bodies, parsed by the
+// same code; the output is the same session log as SSE's and gRPC's, so a
 // stream started on a socket can be resumed on another socket, over SSE
 // or over gRPC, and the other way round.
-//
-// Client to server:
-//
-//	{"type":"chat","id":"a","request":{…a /v1/chat/completions body…}}
-//	{"type":"completion","id":"b","request":{…a /v1/completions body…}}
-//	{"type":"cancel","id":"a"}
-//	{"type":"resume","id":"c","stream":"chatcmpl-…","after":17}
-//	{"type":"ping"}
-//
-// Server to client (seq is the stream's event number, as in SSE ids):
-//
-//	{"type":"start","id":"a","stream":"chatcmpl-…","model":"…","created":1700000000}
-//	{"type":"delta","id":"a","seq":5,"index":0,"text":"Once","logprobs":{…}}   (logprobs when asked for)
-//	{"type":"done","id":"a","seq":90,"finish_reason":"length","finish_reasons":["length"],"usage":{…}}
-//	{"type":"error","id":"a","seq":90,"status":499,"error":{"message","type","param","code"}}
-//	{"type":"pong"}
-//
-// Every generation ends with exactly one done or error. An error about a
-// message (malformed, unknown type, a request the API refuses) leaves the
-// socket open; its id is the message's, if it had one, and it has no seq.
-
-// Limits of one socket.
-const (
-	maxSocketGenerations = 128 // generations running on one socket at once
-	maxClientID          = 256 // bytes of a client-chosen id
-)
-
-// Subprotocols: a socket offers wsProtocol, and a browser, which cannot
-// send an Authorization header, may add wsKeyPrefix+KEY (as OpenAI's
-// Realtime API does with its keys).
-const (
-	wsProtocol  = "spigot.v1"
-	wsKeyPrefix = "spigot-key."
-)
-
-// wsKey returns the API key a WebSocket handshake offers as a
-// subprotocol, or "".
-func wsKey(r *http.Request) string {
-	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
-		for p := range strings.SplitSeq(h, ",") {
-			if k, ok := strings.CutPrefix(strings.TrimSpace(p), wsKeyPrefix); ok {
-				return k
-			}
-		}
-	}
-	return ""
-}
-
-// wsMessage is any message a client sends.
-type wsMessage struct {
-	Type    string          `json:"type"`
-	ID      string          `json:"id"`
-	Request json.RawMessage `json:"request"` // chat, completion
-	Stream  string          `json:"stream"`  // resume
-	After   uint64          `json:"after"`   // resume
-}
 
 // wsConn is one socket.
 type wsConn struct {
@@ -105,7 +48,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, m *Model) {
 	// Origins other than the server's own are refused (403), so that a
 	// web page elsewhere cannot use the server through its visitors'
 	// browsers.
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsProtocol}})
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsapi.Protocol}})
 	if err != nil {
 		s.log.Debug("websocket handshake failed", "err", err)
 		return
@@ -155,7 +98,7 @@ func (wc *wsConn) readLoop(m *Model) bool {
 			wc.reject("", openai.BadRequest("", "binary messages are not understood; send JSON text messages"))
 			continue
 		}
-		msg, err := parseWSMessage(data)
+		msg, err := wsapi.ParseMessage(data)
 		if err != nil {
 			wc.reject(msg.ID, err)
 			continue
@@ -164,36 +107,11 @@ func (wc *wsConn) readLoop(m *Model) bool {
 	}
 }
 
-// parseWSMessage decodes a client's message and checks its type and id.
-// Its errors are 400 *openai.Errors; the message returned with one carries
-// the id to answer under, if the message had a usable one.
-func parseWSMessage(data []byte) (wsMessage, error) {
-	var msg wsMessage
-	if err := json.Unmarshal(data, &msg); err != nil {
-		return wsMessage{}, openai.BadRequest("", "the message is not a JSON object of this API: %v", err)
-	}
-	switch msg.Type {
-	case "ping":
-		return msg, nil
-	case "chat", "completion", "cancel", "resume":
-	default:
-		if len(msg.ID) > maxClientID {
-			msg.ID = ""
-		}
-		return msg, openai.BadRequest("type", "message type %q is not one of chat, completion, cancel, resume, ping", msg.Type)
-	}
-	if msg.ID == "" || len(msg.ID) > maxClientID {
-		msg.ID = ""
-		return msg, openai.BadRequest("id", "a %s message needs an id: a string of 1 to %d bytes that names the generation on this socket", msg.Type, maxClientID)
-	}
-	return msg, nil
-}
-
 // handle acts on one message that parseWSMessage accepted.
-func (wc *wsConn) handle(m *Model, msg *wsMessage) {
+func (wc *wsConn) handle(m *Model, msg *wsapi.Message) {
 	s := wc.s
 	if msg.Type == "ping" {
-		wc.send(append([]byte(nil), `{"type":"pong"}`...))
+		wc.send(wsapi.Pong)
 		return
 	}
 	if msg.Type == "cancel" {
@@ -216,7 +134,7 @@ func (wc *wsConn) handle(m *Model, msg *wsMessage) {
 	case taken:
 		wc.reject(msg.ID, openai.BadRequest("id", "generation %q is already running on this socket; pick another id", msg.ID))
 		return
-	case running >= maxSocketGenerations:
+	case running >= wsapi.MaxGenerations:
 		wc.reject(msg.ID, &openai.Error{Status: http.StatusTooManyRequests, Type: openai.TypeRateLimit, Code: "too_many_generations",
 			Message: "this socket already runs " + strconv.Itoa(running) + " generations; wait for one to end"})
 		return
@@ -272,15 +190,7 @@ func (wc *wsConn) handle(m *Model, msg *wsMessage) {
 	// Attached before the start message goes out, so that a resume by
 	// another connection right after it replaces this one.
 	ctx, release := ss.attach(wc.ctx)
-	b := append([]byte(nil), `{"type":"start","id":`...)
-	b = openai.AppendString(b, msg.ID)
-	b = append(b, `,"stream":`...)
-	b = openai.AppendString(b, ss.id)
-	b = append(b, `,"model":`...)
-	b = openai.AppendString(b, ss.enc.Model)
-	b = append(b, `,"created":`...)
-	b = strconv.AppendInt(b, ss.enc.Created, 10)
-	wc.send(append(b, '}'))
+	wc.send(wsapi.AppendStart(nil, msg.ID, ss.id, ss.enc.Model, ss.enc.Created))
 	wc.wg.Add(1)
 	go wc.deliver(ctx, release, msg.ID, ss, after)
 }
@@ -383,27 +293,7 @@ func (wc *wsConn) send(b []byte) error {
 // reject sends an error message about a client message or a generation.
 func (wc *wsConn) reject(id string, err error) {
 	e := openai.ErrorFor(err)
-	wc.send(appendWSError(nil, id, 0, e))
-}
-
-// appendWSError appends an error message; seq 0 is left out (an error
-// about a message rather than a stream's end).
-func appendWSError(dst []byte, id string, seq uint64, e *openai.Error) []byte {
-	dst = append(dst, `{"type":"error"`...)
-	if id != "" {
-		dst = append(dst, `,"id":`...)
-		dst = openai.AppendString(dst, id)
-	}
-	if seq > 0 {
-		dst = append(dst, `,"seq":`...)
-		dst = strconv.AppendUint(dst, seq, 10)
-	}
-	dst = append(dst, `,"status":`...)
-	dst = strconv.AppendInt(dst, int64(e.Status), 10)
-	dst = append(dst, ',')
-	inner := openai.AppendError(nil, e) // {"error":{…}}
-	dst = append(dst, bytes.TrimPrefix(inner, []byte("{"))...)
-	return dst
+	wc.send(wsapi.AppendError(nil, id, 0, e))
 }
 
 // wsSink writes a generation's log entries as WebSocket messages, one per
@@ -418,6 +308,7 @@ type wsSink struct {
 	buf      []byte
 	text     []byte
 	lp       []engine.Event
+	reasons  []string
 }
 
 func (k *wsSink) Write(es []stream.Entry) error {
@@ -436,7 +327,7 @@ func (k *wsSink) Write(es []stream.Entry) error {
 			i = j - 1
 		case stream.Final:
 			if e.Err != nil {
-				k.buf = appendWSError(k.buf, k.id, e.Seq, openai.ErrorFor(e.Err))
+				k.buf = wsapi.AppendError(k.buf, k.id, e.Seq, openai.ErrorFor(e.Err))
 			} else {
 				k.appendDone(e)
 			}
@@ -471,14 +362,7 @@ func (k *wsSink) appendDelta(es []stream.Entry) {
 			k.lp = append(k.lp, es[i].Event)
 		}
 	}
-	b := append(k.buf, `{"type":"delta","id":`...)
-	b = openai.AppendString(b, k.id)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, last.Seq, 10)
-	b = append(b, `,"index":`...)
-	b = strconv.AppendInt(b, int64(last.Choice), 10)
-	b = append(b, `,"text":`...)
-	b = openai.AppendString(b, string(k.text))
+	b := wsapi.AppendDelta(k.buf, k.id, last.Seq, last.Choice, string(k.text))
 	if k.ss.enc.Logprobs {
 		b = append(b, `,"logprobs":`...)
 		b = k.enc.AppendLogprobs(b, last.Choice, string(k.text), k.lp)
@@ -489,22 +373,12 @@ func (k *wsSink) appendDelta(es []stream.Entry) {
 // appendDone appends the done message: every choice's finish reason and
 // the usage.
 func (k *wsSink) appendDone(e *stream.Entry) {
-	b := append(k.buf, `{"type":"done","id":`...)
-	b = openai.AppendString(b, k.id)
-	b = append(b, `,"seq":`...)
-	b = strconv.AppendUint(b, e.Seq, 10)
-	b = append(b, `,"finish_reason":`...)
-	b = openai.AppendString(b, e.Results[0].FinishReason)
-	b = append(b, `,"finish_reasons":[`...)
-	for i, r := range e.Results {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = openai.AppendString(b, r.FinishReason)
+	k.reasons = k.reasons[:0]
+	for _, r := range e.Results {
+		k.reasons = append(k.reasons, r.FinishReason)
 	}
-	b = append(b, `],"usage":`...)
-	b = openai.AppendUsageObject(b, k.ss.usage(e.Results))
-	k.buf = append(b, '}')
+	u := k.ss.usage(e.Results)
+	k.buf = wsapi.AppendDone(k.buf, k.id, e.Seq, k.reasons, &u)
 }
 
 // KeepAlive is not used: the socket's pings keep it alive.
