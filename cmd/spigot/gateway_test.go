@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,11 +11,36 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	spigotv1 "github.com/spigot-llm/spigot/api/spigotpb/spigot/v1"
 )
 
+// sseText is the text of a completions stream's chunks.
+func sseText(body string) string {
+	var text strings.Builder
+	for line := range strings.Lines(body) {
+		var c struct {
+			Choices []struct {
+				Text string `json:"text"`
+			} `json:"choices"`
+		}
+		if data, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok && json.Unmarshal([]byte(data), &c) == nil {
+			for _, ch := range c.Choices {
+				text.WriteString(ch.Text)
+			}
+		}
+	}
+	return text.String()
+}
+
 // TestGatewayCommand runs `spigot serve` with the shared model and
-// `spigot gateway` in front of it: a stream goes through, /v1/models and
-// /ready answer, and ending the context stops the gateway cleanly.
+// `spigot gateway --grpc-addr` in front of it: a stream goes through over
+// SSE and gRPC, /v1/models, /ready and the gRPC health service answer,
+// and ending the context stops the gateway cleanly.
 func TestGatewayCommand(t *testing.T) {
 	sctx, scancel := context.WithCancel(context.Background())
 	defer scancel()
@@ -36,7 +62,7 @@ func TestGatewayCommand(t *testing.T) {
 	done := make(chan error, 1)
 	glog := newLogWatch()
 	go func() {
-		done <- runGateway(ctx, func() {}, []string{"--config", cfg, "--addr", "127.0.0.1:0", "--drain-delay", "300ms"}, stdio{nil, io.Discard, glog}, ready)
+		done <- runGateway(ctx, func() {}, []string{"--config", cfg, "--addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-delay", "300ms"}, stdio{nil, io.Discard, glog}, ready)
 	}()
 	var addr string
 	select {
@@ -66,6 +92,43 @@ func TestGatewayCommand(t *testing.T) {
 	}
 	if code, body := get(t, url+"/metrics"); code != 200 || !strings.Contains(body, `spigot_gateway_upstream_requests_total{outcome="ok",upstream="local"} 1`) {
 		t.Errorf("/metrics = %d, without the request counted", code)
+	}
+	m := grpcAddr.FindStringSubmatch(glog.String())
+	if m == nil {
+		t.Fatalf("no gRPC address in the gateway's log:\n%s", glog.String())
+	}
+	conn, err := grpc.NewClient("passthrough:///"+m[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if r, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{}); err != nil ||
+		r.GetStatus() != grpc_health_v1.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health: %v, %v", r, err)
+	}
+	n, temp := int32(8), 0.0
+	st, err := spigotv1.NewGenerationClient(conn).Generate(ctx, &spigotv1.GenerateRequest{Model: "stories260K",
+		Prompt: &spigotv1.GenerateRequest_Text{Text: "Once upon a time"}, MaxTokens: &n, Temperature: &temp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	var finish *spigotv1.Finish
+	for {
+		ev, err := st.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		text.WriteString(ev.GetDelta().GetText())
+		if f := ev.GetFinish(); f != nil {
+			finish = f
+		}
+	}
+	if finish.GetUsage().GetCompletionTokens() != 8 || finish.GetFinishReason() != "length" || text.String() != sseText(string(b)) {
+		t.Errorf("gRPC through the gateway: %q, finish %v; want the SSE stream's text", text.String(), finish)
 	}
 	cancel()
 	// During the drain delay /ready says 503 and requests are still served.
