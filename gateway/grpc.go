@@ -81,6 +81,7 @@ func (g *Gateway) startGRPC(ctx context.Context, k *clientKey, auth string, in *
 	if err != nil {
 		return nil, err
 	}
+	body = compact(body)
 	req, err := streamingRequest(body, kind, g.cfg.Routing.PrefixBytes)
 	if err != nil {
 		return nil, err
@@ -107,6 +108,38 @@ func (g *Gateway) startGRPC(ctx context.Context, k *clientKey, auth string, in *
 		return nil, ss.head.error()
 	}
 	return ss, nil
+}
+
+// unsetDefaults are request fields whose value means the same as their
+// absence, and which only Spigot knows.
+var unsetDefaults = map[string]string{"ignore_eos": "false", "priority": "0", "return_token_ids": "false", "user": `""`, "echo": "false"}
+
+// compact returns a request body as a client would have written it: the
+// unset fields the OpenAI request types marshal as null, and Spigot's own
+// fields at their defaults, are left out (llama.cpp's server refuses
+// "n": null, and other servers need not know Spigot's fields).
+func compact(body []byte) []byte {
+	var f map[string]json.RawMessage
+	if json.Unmarshal(body, &f) != nil {
+		return body
+	}
+	for k, v := range f {
+		if string(v) == "null" || unsetDefaults[k] == string(v) {
+			delete(f, k)
+		}
+	}
+	if raw, ok := f["stream_options"]; ok {
+		var so map[string]json.RawMessage
+		if json.Unmarshal(raw, &so) == nil {
+			for k, v := range so {
+				if string(v) == "null" {
+					delete(so, k)
+				}
+			}
+			f["stream_options"] = marshalObject(so, nil)
+		}
+	}
+	return marshalObject(f, nil)
 }
 
 // findGRPC returns the stream a resume names, mirrored from its owner

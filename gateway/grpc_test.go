@@ -356,3 +356,25 @@ func TestGRPCGatewayAuth(t *testing.T) {
 		t.Errorf("stream id %q", r.stream)
 	}
 }
+
+// TestGRPCRequestBody: a gRPC request reaches the upstream as a client
+// would have written it, without the nulls of unset fields (llama.cpp's
+// server refuses "n": null) or Spigot's fields at their defaults.
+func TestGRPCRequestBody(t *testing.T) {
+	a := newFake(t, okStream)
+	gwy := newGW(t, fakeConfig(t, KindOpenAI, "", nil, a))
+	temp, mt := 0.0, int32(7)
+	st, err := gwy.grpcClient(t).Generate(context.Background(), &spigotv1.GenerateRequest{Model: "m",
+		Prompt: &spigotv1.GenerateRequest_Text{Text: "x"}, Temperature: &temp, MaxTokens: &mt, Stop: []string{"\n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r grpcRun
+	if err := readAll(t, st.Recv, &r); err != nil || r.text != "ab" {
+		t.Fatalf("%+v, %v", r, err)
+	}
+	want := `{"max_tokens":7,"model":"m","prompt":"x","stop":["\n"],"stream":true,"stream_options":{"cancel_on_disconnect":true,"include_usage":true},"temperature":0}`
+	if got := a.lastBody(); got != want {
+		t.Errorf("upstream got\n%s\nwant\n%s", got, want)
+	}
+}
