@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,6 +67,31 @@ type StreamsConfig struct {
 	Secret string `yaml:"secret"`
 	// SecretEnv names an environment variable holding Secret instead.
 	SecretEnv string `yaml:"secret_env"`
+	// MaxMemory caps the memory the events of finished streams hold while
+	// they wait out their window, in bytes or with a KiB, MiB or GiB
+	// suffix; beyond it the oldest are forgotten first. Default 64MiB.
+	MaxMemory Size `yaml:"max_memory"`
+}
+
+// Size is a number of bytes, written in YAML as a number or with a KiB,
+// MiB or GiB suffix ("64MiB").
+type Size int64
+
+// UnmarshalYAML reads a size.
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	s := strings.TrimSpace(n.Value)
+	mult := int64(1)
+	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if v, ok := strings.CutSuffix(s, suffix); ok {
+			s, mult = strings.TrimSpace(v), m
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
+		return fmt.Errorf("line %d: %q is not a size (bytes, or a number with KiB, MiB or GiB)", n.Line, n.Value)
+	}
+	*z = Size(v * mult)
+	return nil
 }
 
 // LimitsConfig bounds the gateway's own load.
@@ -322,6 +349,9 @@ func (c *Config) check(getenv func(string) string) error {
 func (s *StreamsConfig) check(getenv func(string) string) error {
 	if s.ResumeWindow == 0 {
 		s.ResumeWindow = 60 * time.Second
+	}
+	if s.MaxMemory == 0 {
+		s.MaxMemory = 64 << 20
 	}
 	if s.SecretEnv != "" {
 		if s.Secret != "" {

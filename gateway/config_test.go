@@ -110,6 +110,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"advertise with an unset variable", up + "streams: {advertise: 'http://${SPIGOT_TEST_UNSET_IP}:8080', secret: 0123456789abcdef}\n", "not an http(s) base URL"},
 		{"secret twice", up + "streams: {secret: 0123456789abcdef, secret_env: X}\n", "not both"},
 		{"secret_env unset", up + "streams: {secret_env: SPIGOT_TEST_UNSET_SECRET}\n", "empty or not set"},
+		{"bad max_memory", up + "streams: {max_memory: lots}\n", "not a size"},
+		{"negative max_memory", up + "streams: {max_memory: -1}\n", "not a size"},
 		{"unknown streams key", up + "streams: {resume: 1s}\n", "field resume not found"},
 		{"negative resolve_interval", "upstreams:\n- {name: a, kind: spigot, url: 'http://h', models: [m], discovery: dns, resolve_interval: -1s}\n", "negative"},
 	} {
@@ -152,7 +154,7 @@ func TestStreamsConfigEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Streams.Advertise != "http://10.1.2.3:8080" || c.Streams.Secret != env["S"] || c.Streams.ResumeWindow != 60*time.Second {
+	if c.Streams.Advertise != "http://10.1.2.3:8080" || c.Streams.Secret != env["S"] || c.Streams.ResumeWindow != 60*time.Second || c.Streams.MaxMemory != 64<<20 {
 		t.Errorf("streams %+v", c.Streams)
 	}
 }

@@ -176,7 +176,8 @@
 // (Resume, or a Channel resume), whatever transport started it. A stream
 // whose client goes away keeps running for streams.resume_window
 // (default 60s) and is then canceled upstream; a finished stream's events
-// are kept as long. stream_options.cancel_on_disconnect (gRPC: resumable
+// are kept as long, within streams.max_memory (default 64MiB; the oldest
+// finished streams are forgotten first). stream_options.cancel_on_disconnect (gRPC: resumable
 // false, the default) cancels at once instead, and POST
 // /v1/streams/{id}/cancel cancels explicitly (the reader gets an error
 // event with code "canceled", then [DONE]). A stream is resumed only with

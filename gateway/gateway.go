@@ -119,6 +119,7 @@ func New(cfg *Config, opts Options) *Gateway {
 	}
 	g := &Gateway{cfg: *cfg, opts: opts, log: opts.Logger, reg: opts.Registry,
 		client: &http.Client{Transport: opts.Transport}, now: time.Now}
+	g.streams.budget = int64(cfg.Streams.MaxMemory)
 	var ups []*Upstream
 	for i, uc := range cfg.Upstreams {
 		if uc.Discovery == DiscoveryNone {

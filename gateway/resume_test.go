@@ -428,3 +428,40 @@ func TestAbandonedStream(t *testing.T) {
 	}
 	waitFor(t, "the stream to be forgotten", 5*time.Second, func() bool { return gwy.g.streams.Len() == 0 })
 }
+
+// TestResumeMemory: finished streams beyond streams.max_memory are
+// forgotten, oldest first, before their window ends.
+func TestResumeMemory(t *testing.T) {
+	a := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		sseChunks(w, false, "cmpl-x", []string{strings.Repeat("x", 300), strings.Repeat("y", 300)}, "stop", 1)
+	})
+	run := func(gwy *gw) string {
+		c := &sseResumer{t: t}
+		resp := open(t, http.MethodPost, gwy.ts.URL+"/v1/completions", `{"model":"m","prompt":"x","stream":true}`)
+		c.read(resp.Body)
+		resp.Body.Close()
+		return c.streamID
+	}
+	// One stream's size, then a budget of one and a half.
+	probe := newGW(t, fakeConfig(t, KindSpigot, "", nil, a))
+	run(probe)
+	probe.g.streams.mu.Lock()
+	one := probe.g.streams.finishedBytes
+	probe.g.streams.mu.Unlock()
+	gwy := newGW(t, fakeConfig(t, KindSpigot, fmt.Sprintf("streams: {max_memory: %d}\n", one*3/2), nil, a))
+	var ids []string
+	for range 4 {
+		ids = append(ids, run(gwy))
+	}
+	for i, id := range ids {
+		resp := open(t, http.MethodGet, gwy.ts.URL+"/v1/streams/"+id, "")
+		resp.Body.Close()
+		want := http.StatusNotFound
+		if i == len(ids)-1 {
+			want = http.StatusOK
+		}
+		if resp.StatusCode != want {
+			t.Errorf("stream %d of %d (each %d bytes, budget %d): status %d, want %d", i+1, len(ids), one, one*3/2, resp.StatusCode, want)
+		}
+	}
+}

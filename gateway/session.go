@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -73,6 +74,10 @@ type session struct {
 	// remoteSession), is that instance's URL, and auth the client's
 	// Authorization to call it with.
 	owner, auth string
+	// elem and bytes place a finished session in the registry's budget
+	// (guarded by its mutex).
+	elem  *list.Element
+	bytes int64
 	// promptTokens is the prompt's length in tokens, once a spigot
 	// upstream has reported it (gRPC's Start event carries it).
 	promptTokens atomic.Int32
@@ -124,10 +129,17 @@ func (h *headWriter) error() *openai.Error {
 	return e
 }
 
-// streams is the gateway's registry of resumable sessions.
+// streams is the gateway's registry of resumable sessions. A session
+// enters when it starts and leaves when the resume window has passed
+// since its end, or sooner, once finished, when finished sessions hold
+// more than the budget of memory (streams.max_memory; oldest first).
+// Running sessions are bounded by admission (limits.max_in_flight).
 type streams struct {
-	mu sync.Mutex
-	m  map[string]*session
+	mu            sync.Mutex
+	m             map[string]*session
+	finished      list.List // of *session, registered and finished, oldest first
+	finishedBytes int64
+	budget        int64
 }
 
 func (s *streams) get(id string) *session {
@@ -148,8 +160,33 @@ func (s *streams) add(ss *session) {
 func (s *streams) remove(ss *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.drop(ss)
+}
+
+func (s *streams) drop(ss *session) {
 	if s.m[ss.id] == ss {
 		delete(s.m, ss.id)
+	}
+	if ss.elem != nil {
+		s.finished.Remove(ss.elem)
+		ss.elem = nil
+		s.finishedBytes -= ss.bytes
+	}
+}
+
+// finish counts a finished session against the budget, dropping the
+// oldest finished sessions beyond it.
+func (s *streams) finish(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[ss.id] != ss {
+		return
+	}
+	ss.bytes = ss.log.Bytes()
+	ss.elem = s.finished.PushBack(ss)
+	s.finishedBytes += ss.bytes
+	for s.finishedBytes > s.budget && s.finished.Len() > 0 {
+		s.drop(s.finished.Front().Value.(*session))
 	}
 }
 
@@ -248,6 +285,7 @@ func (ss *session) end(ctx context.Context) {
 	}
 	ss.mu.Unlock()
 	if ss.resumable {
+		ss.g.streams.finish(ss)
 		time.AfterFunc(ss.g.cfg.Streams.ResumeWindow, func() { ss.g.streams.remove(ss) })
 	}
 }
