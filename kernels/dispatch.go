@@ -37,6 +37,10 @@ type impl struct {
 	// after their checks.
 	dotTileF16  func(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int)
 	axpyTileF16 func(out []float32, os int, p []float32, ps, nc int, v []uint16, vs, nr, n int)
+	// dotHeadsF16 and axpyHeadsF16, if not nil, are the kernels of
+	// DotHeadsF16 and AxpyHeadsF16 for 4 rows, n = 8·steps (tilegen).
+	dotHeadsF16  func(w *uint16, ws int, x *float32, steps, heads int, out *float32, os int)
+	axpyHeadsF16 func(out *float32, p *float32, ps int, v *uint16, vs int, steps, heads int)
 	// toF16, if not nil, is ToF16 after its check.
 	toF16 func(dst []uint16, src []float32)
 }

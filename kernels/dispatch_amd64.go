@@ -144,7 +144,9 @@ var avx2 = impl{
 	axpyTile: func(out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
 		axpyTileAsm(false, out, os, p, ps, nc, v, vs, nr, n)
 	},
-	toF16: toF16Asm,
+	toF16:        toF16Asm,
+	dotHeadsF16:  dotHeadsF16AVX2,
+	axpyHeadsF16: axpyHeadsF16AVX2,
 	dotTileF16: func(out []float32, os int, w []uint16, ws, nr int, x []float32, xs, nc, n int) {
 		dotTileF16Asm(false, out, os, w, ws, nr, x, xs, nc, n)
 	},

@@ -209,6 +209,61 @@ func AxpyTileF16(out []float32, os int, p []float32, ps, nc int, v []uint16, vs,
 	}
 }
 
+// DotHeadsF16 sets out[h*os+r] to the dot product of w[r*ws+h*n:][:n]
+// and x[h*n:][:n], for rows r < nr and heads h < heads: the scores of one
+// query per head against a block of cache rows that hold all heads side by
+// side. For each head it computes what DotTileF16(out[h*os:], os,
+// w[h*n:], ws, nr, x[h*n:], n, 1, n) would, bit for bit, but reads the
+// rows front to back, 4 at a time, which keeps a decoding step's walk
+// over a long cache at memory speed. It panics if a slice is too short.
+func DotHeadsF16(out []float32, os int, w []uint16, ws, nr int, x []float32, heads, n int) {
+	if nr <= 0 || heads <= 0 || n <= 0 {
+		return
+	}
+	if len(w) < (nr-1)*ws+heads*n || len(x) < heads*n || len(out) < (heads-1)*os+nr {
+		panic(fmt.Sprintf("kernels: DotHeadsF16 of %d rows × %d heads of %d: w has %d, x %d, out %d elements", nr, heads, n, len(w), len(x), len(out)))
+	}
+	full := 0
+	if active.dotHeadsF16 != nil && n%8 == 0 {
+		full = nr &^ 3
+		for r := 0; r < full; r += 4 {
+			active.dotHeadsF16(&w[r*ws], 2*ws, &x[0], n/8, heads, &out[r], os)
+		}
+	}
+	if full < nr {
+		for h := range heads {
+			DotTileF16(out[h*os+full:], os, w[full*ws+h*n:], ws, nr-full, x[h*n:], n, 1, n)
+		}
+	}
+}
+
+// AxpyHeadsF16 adds p[h*ps+r]·v[r*vs+h*n:][:n] to out[h*n:][:n] for rows
+// r < nr in order and heads h < heads: the values of a block of cache
+// rows, all heads side by side, weighted by one query per head. For each
+// head it computes what AxpyTileF16(out[h*n:], n, p[h*ps:], ps, 1,
+// v[h*n:], vs, nr, n) would, bit for bit, reading the rows as
+// DotHeadsF16 does. It panics if a slice is too short.
+func AxpyHeadsF16(out []float32, p []float32, ps int, v []uint16, vs, nr, heads, n int) {
+	if nr <= 0 || heads <= 0 || n <= 0 {
+		return
+	}
+	if len(v) < (nr-1)*vs+heads*n || len(p) < (heads-1)*ps+nr || len(out) < heads*n {
+		panic(fmt.Sprintf("kernels: AxpyHeadsF16 of %d rows × %d heads of %d: p has %d, v %d, out %d elements", nr, heads, n, len(p), len(v), len(out)))
+	}
+	full := 0
+	if active.axpyHeadsF16 != nil && n%8 == 0 {
+		full = nr &^ 3
+		for r := 0; r < full; r += 4 {
+			active.axpyHeadsF16(&out[0], &p[r], ps, &v[r*vs], vs, n/8, heads)
+		}
+	}
+	if full < nr {
+		for h := range heads {
+			AxpyTileF16(out[h*n:], n, p[h*ps+full:], ps, 1, v[full*vs+h*n:], vs, nr-full, n)
+		}
+	}
+}
+
 // inPlaceRows is how many of nr rows (ws apart, n elements used, in a
 // slice of lenW) a kernel reading rows four at a time may read in place:
 // all of them when the slice reaches the next multiple of 4, else the

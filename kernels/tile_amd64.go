@@ -46,6 +46,15 @@ func axpyTileAVX512_3x16(out *float32, os int, p *float32, ps int, v *float32, v
 //go:noescape
 func axpyTileAVX512_4x16(out *float32, os int, p *float32, ps int, v *float32, vs int, nr int)
 
+// The heads kernels (tilegen's dotHeads and axpyHeads), in the VEX
+// encoding both amd64 sets run.
+
+//go:noescape
+func dotHeadsF16AVX2(w *uint16, ws int, x *float32, steps, heads int, out *float32, os int)
+
+//go:noescape
+func axpyHeadsF16AVX2(out *float32, p *float32, ps int, v *uint16, vs int, steps, heads int)
+
 // axpyTileKernel calls the kernel for nq rows of w columns.
 func axpyTileKernel(wide bool, nq, w int, out *float32, os int, p *float32, ps int, v *float32, vs int, nr int) {
 	if wide {

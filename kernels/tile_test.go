@@ -162,6 +162,58 @@ func TestTilesF16(t *testing.T) {
 	}
 }
 
+// TestHeadsF16 checks, on every kernel set, that DotHeadsF16 and
+// AxpyHeadsF16 give bit for bit what DotTileF16 and AxpyTileF16 give head
+// by head, and write nothing else.
+func TestHeadsF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	half := func(n int) []uint16 {
+		h := make([]uint16, n)
+		for i := range h {
+			h[i] = quant.F32ToF16(float32(r.NormFloat64()))
+		}
+		return h
+	}
+	for _, k := range sets {
+		withImpl(k, func() {
+			for _, n := range []int{8, 12, 64, 72} {
+				for _, heads := range []int{1, 2, 5, 12} {
+					for _, nr := range []int{1, 3, 4, 7, 16, 17} {
+						ws := heads*n + 8
+						w := half((nr-1)*ws + heads*n)
+						x := tileRand(r, heads*n)
+						os := nr + 3
+						got := tileRand(r, (heads-1)*os+nr+1)
+						want := append([]float32(nil), got...)
+						DotHeadsF16(got, os, w, ws, nr, x, heads, n)
+						for h := range heads {
+							DotTileF16(want[h*os:], os, w[h*n:], ws, nr, x[h*n:], n, 1, n)
+						}
+						for i := range got {
+							if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("%s: DotHeadsF16 n=%d heads=%d nr=%d: out[%d] = %v, want %v", k.name, n, heads, nr, i, got[i], want[i])
+							}
+						}
+						ps := nr + 2
+						p := tileRand(r, (heads-1)*ps+nr)
+						got = tileRand(r, heads*n+1)
+						want = append([]float32(nil), got...)
+						AxpyHeadsF16(got[:heads*n], p, ps, w, ws, nr, heads, n)
+						for h := range heads {
+							AxpyTileF16(want[h*n:], n, p[h*ps:], ps, 1, w[h*n:], ws, nr, n)
+						}
+						for i := range got {
+							if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("%s: AxpyHeadsF16 n=%d heads=%d nr=%d: out[%d] = %v, want %v", k.name, n, heads, nr, i, got[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestToF16 checks ToF16 against quant.F32ToF16 on every kernel set, for
 // random values of every magnitude (subnormal halves, overflow, ties) and
 // the special values; NaNs need only stay NaNs.

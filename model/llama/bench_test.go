@@ -101,7 +101,7 @@ func benchFile(b *testing.B, path string) {
 		b.Fatal(err)
 	}
 	cfg := m.Config()
-	cache, err := m.NewCache(1024/16, 16)
+	cache, err := m.NewCache((1024+16*320)/16, 16)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -139,6 +139,40 @@ func benchFile(b *testing.B, path string) {
 		tps := 128 * float64(b.N) / b.Elapsed().Seconds()
 		b.ReportMetric(tps, "tok/s")
 		b.ReportMetric(float64(weightBytes(f))*tps/1e9, "weight-GB/s")
+	})
+	// 16 sequences decoding together, each with 256 positions of context:
+	// a server's steady state (tok/s counts all 16 streams).
+	b.Run("tg16x64", func(b *testing.B) {
+		const seqs, ctx = 16, 256
+		var batch model.Batch
+		all := make([]*kvcache.Seq, seqs)
+		out := make([]float32, seqs*cfg.Vocab)
+		for i := range all {
+			all[i] = cache.NewSeq()
+			batch.Reset()
+			for p := range ctx {
+				batch.Add(int32(100+(i*31+p)%1000), p, all[i], p == ctx-1)
+			}
+			if err := m.Forward(&batch, logits); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for b.Loop() {
+			for p := ctx; p < ctx+64; p++ {
+				batch.Reset()
+				for i, s := range all {
+					s.SetLen(p)
+					batch.Add(int32(7+i), p, s, true)
+				}
+				if err := m.Forward(&batch, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		for _, s := range all {
+			s.Release()
+		}
+		b.ReportMetric(seqs*64*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
 	})
 }
 

@@ -478,6 +478,12 @@ type attnTask struct {
 	tok, off, stride int
 	nq, limit, step  int
 	kvOff            int
+	// heads is the KV heads a decode task covers (0 for a prefill task):
+	// KV head kvOff/hd and the next ones, each with its nq query heads
+	// after the previous head's in q. A decode task walks its sequence's
+	// cache a block at a time for all of them, so it reads each cache row
+	// whole instead of once per head.
+	heads int
 }
 
 // attnTile is the most queries of one head a prefill task takes: enough to
@@ -493,6 +499,21 @@ func (m *Model) planAttention(b *model.Batch) {
 	hd, group := c.HeadDim, c.Heads/c.KVHeads
 	m.tasks = m.tasks[:0]
 	m.taskLen = 0
+	// A decode token's KV heads go to tasks of chunk heads: all of them
+	// in one task when there are enough decode tokens to keep every
+	// thread busy (4 tasks each), fewer when there are not.
+	decodes := 0
+	for i := range b.Tokens {
+		if (i == 0 || b.Seqs[i-1] != b.Seqs[i] || b.Pos[i] != b.Pos[i-1]+1) &&
+			(i+1 == len(b.Tokens) || b.Seqs[i+1] != b.Seqs[i] || b.Pos[i+1] != b.Pos[i]+1) {
+			decodes++
+		}
+	}
+	chunk := c.KVHeads
+	if want := 4 * m.pool.Threads(); decodes > 0 && decodes < want {
+		parts := min(c.KVHeads, (want+decodes-1)/decodes)
+		chunk = (c.KVHeads + parts - 1) / parts
+	}
 	for i := 0; i < len(b.Tokens); {
 		j := i + 1
 		for j < len(b.Tokens) && b.Seqs[j] == b.Seqs[i] && b.Pos[j] == b.Pos[j-1]+1 {
@@ -500,11 +521,12 @@ func (m *Model) planAttention(b *model.Batch) {
 		}
 		limit := int(b.Pos[i]) + 1
 		if j-i == 1 {
-			for g := range c.KVHeads {
+			for g := 0; g < c.KVHeads; g += chunk {
+				nh := min(chunk, c.KVHeads-g)
 				m.tasks = append(m.tasks, attnTask{tok: i, off: (i*c.Heads + g*group) * hd, stride: hd,
-					nq: group, limit: limit, kvOff: g * hd})
+					nq: group, limit: limit, kvOff: g * hd, heads: nh})
+				m.taskLen = max(m.taskLen, nh*group*limit)
 			}
-			m.taskLen = max(m.taskLen, group*limit)
 		} else {
 			for t := i; t < j; t += attnTile {
 				nq := min(attnTile, j-t)
@@ -539,6 +561,10 @@ func (m *Model) attendRange(lo, hi int) {
 // AxpyTileF16 round the same in any tile, and each query sums exactly its own
 // positions in order.
 func (m *Model) attend(t *attnTask, buf []float32) {
+	if t.heads > 0 {
+		m.attendHeads(t, buf)
+		return
+	}
 	c := &m.cfg
 	a := &m.attn
 	hd, kvDim := c.HeadDim, c.KVDim()
@@ -569,6 +595,50 @@ func (m *Model) attend(t *attnTask, buf []float32) {
 			if n := min(end, t.limit+j*t.step) - pos; n > 0 {
 				kernels.AxpyTileF16(out[j*t.stride:], t.stride, scores[j*last+pos:], last, 1, vs[t.kvOff:], kvDim, n, hd)
 			}
+		}
+	}
+}
+
+// attendHeads is attend for a decode task: for each of its KV heads, the
+// nq queries of one token, which see positions [0, limit). It computes
+// what attend would for each head alone, kernel call for kernel call, but
+// takes the heads inside the walk over cache blocks.
+func (m *Model) attendHeads(t *attnTask, buf []float32) {
+	c := &m.cfg
+	a := &m.attn
+	hd, kvDim := c.HeadDim, c.KVDim()
+	seq := a.b.Seqs[t.tok]
+	bs := seq.BlockSize()
+	n := t.limit
+	hq := t.nq * hd // q floats per KV head
+	scores := buf[:t.heads*t.nq*n]
+	q, out := a.q[t.off:], a.out[t.off:]
+	for pos := 0; pos < n; pos += bs {
+		ks, _ := seq.Block(a.layer, pos/bs)
+		nr := min(bs, n-pos)
+		if t.nq == 1 {
+			kernels.DotHeadsF16(scores[pos:], n, ks[t.kvOff:], kvDim, nr, q, t.heads, hd)
+			continue
+		}
+		for h := range t.heads {
+			kernels.DotTileF16(scores[h*t.nq*n+pos:], n, ks[t.kvOff+h*hd:], kvDim, nr, q[h*hq:], hd, t.nq, hd)
+		}
+	}
+	for j := range t.heads * t.nq {
+		row := scores[j*n : (j+1)*n]
+		kernels.Scale(row, m.attnScale)
+		kernels.Softmax(row)
+		clear(out[j*hd : (j+1)*hd])
+	}
+	for pos := 0; pos < n; pos += bs {
+		_, vs := seq.Block(a.layer, pos/bs)
+		nr := min(bs, n-pos)
+		if t.nq == 1 {
+			kernels.AxpyHeadsF16(out, scores[pos:], n, vs[t.kvOff:], kvDim, nr, t.heads, hd)
+			continue
+		}
+		for h := range t.heads {
+			kernels.AxpyTileF16(out[h*hq:], hd, scores[h*t.nq*n+pos:], n, t.nq, vs[t.kvOff+h*hd:], kvDim, nr, hd)
 		}
 	}
 }

@@ -7,6 +7,9 @@
 //     rounds. Each kernel keeps a block of nq output rows × w columns in
 //     registers while it walks the rows of v, so a row of v is loaded (and
 //     converted) once for nq outputs.
+//   - DotHeadsF16 and AxpyHeadsF16: the same products for decoding, where
+//     each head has one query: 4 cache rows at a time, all heads of each
+//     row in one call, so that the rows are read front to back.
 //   - DotTileF16: 4 half-precision rows × c float32 rows of dot products,
 //     summed exactly as MatMul's float tiles sum (kernels/matmul_float.go):
 //     one 8-lane accumulator per product, a fused multiply-add per step of
@@ -369,6 +372,119 @@ func (g *gen) dotF16(isa string, c int) {
 	g.line("")
 }
 
+// dotHeads writes DotHeadsF16's kernel: for each of heads heads, the
+// dotTileF16AVX2_4x1 product of 4 half rows (ws bytes apart) with one float
+// row, the head's steps×8 elements, heads side by side in the rows and in
+// x; head h's 4 sums go to out+h·os floats.
+//
+//	func dotHeadsF16AVX2(w *uint16, ws int, x *float32, steps, heads int, out *float32, os int)
+func (g *gen) dotHeads() {
+	name := "dotHeadsF16AVX2"
+	g.line("// func %s(w *uint16, ws int, x *float32, steps, heads int, out *float32, os int)", name)
+	g.line("TEXT ·%s(SB), NOSPLIT, $0-56", name)
+	g.i("MOVQ w+0(FP), SI")
+	g.i("MOVQ ws+8(FP), BX")
+	g.i("MOVQ x+16(FP), DI")
+	g.i("MOVQ heads+32(FP), R12")
+	g.i("MOVQ out+40(FP), R8")
+	g.i("MOVQ os+48(FP), R9")
+	g.i("SHLQ $2, R9")
+	g.i("LEAQ (SI)(BX*2), R10")
+	g.i("ADDQ BX, R10")
+	g.i("LEAQ (R10)(BX*2), R11") // row 5, for prefetching rows 4-7
+	g.line("head:")
+	g.i("MOVQ steps+24(FP), CX")
+	for r := range 4 {
+		g.i("VXORPS %s, %s, %s", y(r), y(r), y(r))
+	}
+	// The head's elements follow the previous head's in every row and in
+	// x, so the pointers need no adjusting between heads.
+	// The caller's next 4 rows follow these: the hardware prefetchers miss
+	// them (a head's part of a row is a short run), so they are
+	// prefetched here, with the head they will be read for.
+	g.line("loop:")
+	g.i("VMOVUPS (DI), Y12")
+	for r := range 4 {
+		g.i("VCVTPH2PS %s, Y15", hrow(r))
+		g.i("VFMADD231PS Y12, Y15, %s", y(r))
+	}
+	g.i("PREFETCHT0 (SI)(BX*4)")
+	g.i("PREFETCHT0 (R11)")
+	g.i("PREFETCHT0 (R11)(BX*1)")
+	g.i("PREFETCHT0 (R10)(BX*4)")
+	g.i("ADDQ $16, SI")
+	g.i("ADDQ $16, R10")
+	g.i("ADDQ $16, R11")
+	g.i("ADDQ $32, DI")
+	g.i("DECQ CX")
+	g.i("JNZ loop")
+	g.i("VHADDPS Y1, Y0, Y12")
+	g.i("VHADDPS Y3, Y2, Y13")
+	g.i("VHADDPS Y13, Y12, Y12")
+	g.i("VEXTRACTF128 $1, Y12, X13")
+	g.i("VADDPS X13, X12, X12")
+	g.i("VMOVUPS X12, (R8)")
+	g.i("ADDQ R9, R8")
+	g.i("DECQ R12")
+	g.i("JNZ head")
+	g.i("VZEROUPPER")
+	g.i("RET")
+	g.line("")
+}
+
+// axpyHeads writes AxpyHeadsF16's kernel: for each of heads heads, out +=
+// p[r]·v[r] for 4 half rows r (vs bytes apart) in order, one fused
+// multiply-add per element and row as axpyTileF16 does, over the head's
+// steps×8 elements; heads are side by side in out and the rows, and head
+// h's 4 weights are at p+h·ps floats.
+//
+//	func axpyHeadsF16AVX2(out *float32, p *float32, ps int, v *uint16, vs int, steps, heads int)
+func (g *gen) axpyHeads() {
+	name := "axpyHeadsF16AVX2"
+	g.line("// func %s(out *float32, p *float32, ps int, v *uint16, vs int, steps, heads int)", name)
+	g.line("TEXT ·%s(SB), NOSPLIT, $0-56", name)
+	g.i("MOVQ out+0(FP), DI")
+	g.i("MOVQ p+8(FP), SI")
+	g.i("MOVQ ps+16(FP), BX")
+	g.i("SHLQ $2, BX")
+	g.i("MOVQ v+24(FP), DX")
+	g.i("MOVQ vs+32(FP), R8")
+	g.i("SHLQ $1, R8")
+	g.i("LEAQ (DX)(R8*2), R10")
+	g.i("ADDQ R8, R10")
+	g.i("LEAQ (R10)(R8*2), R11") // row 5, for prefetching rows 4-7
+	g.i("MOVQ heads+48(FP), R12")
+	g.line("head:")
+	for r := range 4 {
+		g.i("VBROADCASTSS %d(SI), %s", 4*r, y(4+r))
+	}
+	g.i("MOVQ steps+40(FP), CX")
+	g.line("loop:")
+	g.i("VMOVUPS (DI), Y0")
+	rows := []string{"(DX)", "(DX)(R8*1)", "(DX)(R8*2)", "(R10)"}
+	for r := range 4 {
+		g.i("VCVTPH2PS %s, %s", rows[r], y(1+r%3))
+		g.i("VFMADD231PS %s, %s, Y0", y(1+r%3), y(4+r))
+	}
+	g.i("VMOVUPS Y0, (DI)")
+	g.i("PREFETCHT0 (DX)(R8*4)")
+	g.i("PREFETCHT0 (R11)")
+	g.i("PREFETCHT0 (R11)(R8*1)")
+	g.i("PREFETCHT0 (R10)(R8*4)")
+	g.i("ADDQ $32, DI")
+	g.i("ADDQ $16, DX")
+	g.i("ADDQ $16, R10")
+	g.i("ADDQ $16, R11")
+	g.i("DECQ CX")
+	g.i("JNZ loop")
+	g.i("ADDQ BX, SI")
+	g.i("DECQ R12")
+	g.i("JNZ head")
+	g.i("VZEROUPPER")
+	g.i("RET")
+	g.line("")
+}
+
 // Generate returns the assembly source.
 func Generate() []byte {
 	g := &gen{}
@@ -389,5 +505,7 @@ func Generate() []byte {
 			g.dotF16(isa, c)
 		}
 	}
+	g.dotHeads()
+	g.axpyHeads()
 	return g.b.Bytes()
 }
