@@ -217,7 +217,7 @@ func BenchmarkMatMulQ(b *testing.B) {
 		}
 		for _, s := range shapes {
 			m := randMatrix(r, t, s.rows, s.cols)
-			for _, batch := range []int{1, 4, 64, 512} {
+			for _, batch := range []int{1, 4, 16, 64, 512} {
 				x := make([]float32, batch*s.cols)
 				for i := range x {
 					x[i] = float32(r.NormFloat64())

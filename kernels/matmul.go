@@ -15,6 +15,10 @@ type Matrix struct {
 	Type       quant.Type
 	Data       []byte
 	Rows, Cols int
+	// Tiles, if not nil, holds the rows packed as the integer path's
+	// tiles want them (see PackTiles), for products of more than one
+	// activation row, which then skip packing.
+	Tiles *Tiles
 }
 
 // RowBytes is the size of one row in bytes. It panics if Cols is not a whole
@@ -201,6 +205,9 @@ func MatMul(p *Pool, out []float32, m Matrix, x []float32, batch int) {
 	j := mmJob{
 		out: out[:batch*m.Rows], data: m.Data[:m.Rows*rs], x: x[:batch*m.Cols],
 		t: m.Type, rows: m.Rows, cols: m.Cols, rs: rs, batch: batch,
+	}
+	if t := m.Tiles; t != nil && t.set == active.name && batch > 1 {
+		j.tiles = t.data
 	}
 	switch {
 	case intPath(m.Type):
@@ -389,9 +396,11 @@ type mmJob struct {
 	// times batch entries [c*chunk, (c+1)*chunk) with c = u/panels.
 	panelRows, panels, chunk int
 
-	// The integer path: quantized activation rows, as bytes apart.
-	act []byte
-	as  int
+	// The integer path: quantized activation rows, as bytes apart, and
+	// the weights' packed tiles if they are kept.
+	act   []byte
+	as    int
+	tiles []byte
 
 	// The float path: x padded to steps of 8 (rows xs apart), and whether
 	// the weight rows are read in place.

@@ -47,3 +47,56 @@ func TestIntPathDirectMatchesTiles(t *testing.T) {
 		}
 	}
 }
+
+// TestPackedTiles checks, on every kernel set, that products reading
+// tiles packed once by PackTiles give bit for bit what packing at every
+// call gives, with and without a pool, for rows that end in a partial tile
+// and batches that end in a partial tile of activation rows; and that
+// PackTiles declines what it should.
+func TestPackedTiles(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	pool := NewPool(3)
+	defer pool.Close()
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
+		cols := 2 * quant.QKK
+		const rows = 70
+		var data []byte
+		for range rows {
+			row, _ := kerneltest.RandRow(r, typ, cols)
+			data = append(data, row...)
+		}
+		m := Matrix{Type: typ, Data: data, Rows: rows, Cols: cols}
+		for _, k := range sets {
+			withImpl(k, func() {
+				pm := m
+				pm.Tiles = PackTiles(m, 4)
+				if pm.Tiles == nil {
+					if k.q.tileSize(cols, slot(typ)) > 0 {
+						t.Fatalf("%s: %v: no tiles packed", k.name, typ)
+					}
+					return
+				}
+				if PackTiles(m, 0.5) != nil {
+					t.Errorf("%s: %v: tiles packed beyond the growth limit", k.name, typ)
+				}
+				for _, batch := range []int{2, 5, 17} {
+					x := make([]float32, batch*cols)
+					for i := range x {
+						x[i] = float32(r.NormFloat64())
+					}
+					for _, p := range []*Pool{nil, pool} {
+						want := make([]float32, batch*rows)
+						got := make([]float32, batch*rows)
+						MatMul(p, want, m, x, batch)
+						MatMul(p, got, pm, x, batch)
+						for i := range want {
+							if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("%s: %v batch %d: out[%d] = %v with packed tiles, %v without", k.name, typ, batch, i, got[i], want[i])
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -36,6 +36,7 @@ type serveConfig struct {
 	threads          int
 	maxQueue         int
 	stepTime         time.Duration
+	packTiles        bool
 	apiKey           string
 	chatTemplate     string
 	shutdownTimeout  time.Duration
@@ -63,6 +64,7 @@ func serve(ctx context.Context, unnotify func(), args []string, std stdio) error
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "", "also serve the gRPC API (spigot.v1.Generation, health, reflection) on this address, such as 127.0.0.1:9090 (empty: no gRPC)")
 	fs.IntVar(&c.parallel, "parallel", 4, "sequences decoded together")
+	fs.BoolVar(&c.packTiles, "pack-tiles", true, "with --parallel above 1, keep a packed copy of Q8_0 weights for batched steps (about a tenth faster, for the weights' size in memory)")
 	fs.IntVar(&c.ctx, "ctx", 0, "context length per sequence (0: the model's)")
 	fs.IntVar(&c.threads, "threads", 0, "threads to compute with (0: all cores)")
 	fs.IntVar(&c.maxQueue, "max-queue", 64, "requests that may wait for a free sequence; more get 429")
@@ -190,7 +192,7 @@ func loadServed(ctx context.Context, c serveConfig, log *slog.Logger) (*server.M
 		return nil, nil, fmt.Errorf("chat template: %w", err)
 	}
 	pool := kernels.NewPool(c.threads)
-	mdl, err := model.Load(f, model.Options{Pool: pool})
+	mdl, err := model.Load(f, model.Options{Pool: pool, PackTiles: c.packTiles && c.parallel > 1})
 	if err != nil {
 		pool.Close()
 		f.Close()

@@ -19,7 +19,8 @@ import (
 // bit for bit the logits it gets as the last token of a prefill, for
 // models with one query head per KV head (whose decode steps take the
 // kernels' heads path) and with grouped heads, alone and in a batch of
-// decodes (which splits the heads over tasks differently). The weights are
+// decodes (which splits the heads over tasks differently), and with the
+// weights' tiles packed at load (Options.PackTiles). The weights are
 // of integer-path types, whose products do not depend on the batch; float
 // weights' batch-1 products round differently from their tiles.
 func TestDecodeEqualsPrefill(t *testing.T) {
@@ -31,8 +32,14 @@ func TestDecodeEqualsPrefill(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
 	for _, kv := range []int{4, 2} {
-		for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0} {
-			t.Run(fmt.Sprintf("kvheads=%d/%s", kv, typ), func(t *testing.T) {
+		for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q8_0 | packed} {
+			pack := typ&packed != 0
+			typ &^= packed
+			name := fmt.Sprintf("kvheads=%d/%s", kv, typ)
+			if pack {
+				name += "/packed"
+			}
+			t.Run(name, func(t *testing.T) {
 				shape := synth.Shape{Dim: 256, Layers: 2, Heads: 4, KVHeads: kv, FFN: 512, Context: 256, Tied: true}
 				var buf bytes.Buffer
 				if err := synth.Write(&buf, "test", shape, typ, vf); err != nil {
@@ -42,7 +49,7 @@ func TestDecodeEqualsPrefill(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				m, err := model.Load(f, model.Options{Pool: pool})
+				m, err := model.Load(f, model.Options{Pool: pool, PackTiles: pack})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -106,3 +113,7 @@ func TestDecodeEqualsPrefill(t *testing.T) {
 		}
 	}
 }
+
+// packed marks a weight type in TestDecodeEqualsPrefill's list as loaded
+// with Options.PackTiles.
+const packed quant.Type = 1 << 30

@@ -176,10 +176,24 @@ func Load(f *gguf.File, opts model.Options) (model.Model, error) {
 			return nil, t.err
 		}
 	}
+	if opts.PackTiles {
+		pack := func(w *kernels.Matrix) { w.Tiles = kernels.PackTiles(*w, packGrowth) }
+		for i := range m.layers {
+			l := &m.layers[i]
+			for _, w := range []*kernels.Matrix{&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down} {
+				pack(w)
+			}
+		}
+		pack(&m.output)
+	}
 	m.attnFunc = m.attendRange
 	m.attnScale = float32(1 / math.Sqrt(float64(c.HeadDim)))
 	return m, nil
 }
+
+// packGrowth is how much larger than the stored weights their packed tiles
+// may be for Options.PackTiles to keep them.
+const packGrowth = 1.25
 
 // loadRoPE computes the rotation frequencies: base^(-2i/ropeDim), divided by
 // the llama3 per-dimension factors in rope_freqs.weight when present, and
