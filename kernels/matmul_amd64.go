@@ -413,6 +413,9 @@ var avx2Q = qImpl{
 			k = -8
 		}
 		quantAct(dst, x, k, natural)
+		if natural && s == slotQ4_0 {
+			pairQ4Act(dst[:qGroups(len(x))*qActGroup])
+		}
 	},
 	direct: func(w []byte, rs, nr int, a []byte, cols, s int, out []float32) {
 		if isK(s) {
@@ -448,6 +451,34 @@ var avx2Q = qImpl{
 		}
 	},
 	maxCols: 2,
+}
+
+// pairLanes is the lane order of qDirectQ4AVX2's block sums: lane i holds
+// block pairLanes[i] of the group.
+var pairLanes = [qGroupBlocks]int{0, 2, 4, 6, 1, 3, 5, 7}
+
+// pairQ4Act rearranges activation groups in the natural layout into the
+// one qDirectQ4AVX2 reads (internal/asmgen's directQ4Pairs): for each pair
+// of blocks (2p, 2p+1), the first halves of both, then the second halves;
+// the scales and corrections in pairLanes order.
+func pairQ4Act(a []byte) {
+	var t [actScaleOff + 2*4*qGroupBlocks]byte
+	for g := 0; g+qActGroup <= len(a); g += qActGroup {
+		grp := a[g : g+qActGroup]
+		copy(t[:], grp)
+		for p := range qGroupBlocks / 2 {
+			b0, b1 := t[64*p:64*p+32], t[64*p+32:64*p+64]
+			d := grp[64*p : 64*p+64]
+			copy(d[0:16], b0[:16])
+			copy(d[16:32], b1[:16])
+			copy(d[32:48], b0[16:])
+			copy(d[48:64], b1[16:])
+		}
+		for i, b := range pairLanes {
+			copy(grp[actScaleOff+4*i:actScaleOff+4*i+4], t[actScaleOff+4*b:])
+			copy(grp[actInitOff+4*i:actInitOff+4*i+4], t[actInitOff+4*b:])
+		}
+	}
 }
 
 // vnniQ is the integer path with AVX-512 VNNI (VPDPBUSD on 256-bit

@@ -104,7 +104,7 @@ func Generate() []byte {
 	g.direct("qDirectQ8VNNI", 34, true)
 	g.direct("qDirectQ4VNNI", 18, true)
 	g.direct("qDirectQ8AVX2", 34, false)
-	g.direct("qDirectQ4AVX2", 18, false)
+	g.directQ4Pairs("qDirectQ4AVX2")
 	for c := 1; c <= 3; c++ {
 		g.tileF32(fmt.Sprintf("fTileAVX2_4x%d", c), c, false)
 	}
@@ -506,6 +506,96 @@ func (g *gen) direct(name string, bs int, vnni bool) {
 	g.i("VHADDPS Y12, Y12, Y12")
 	g.i("VEXTRACTF128 $1, Y12, X0")
 	g.i("VADDSS X0, X12, X12")
+	g.i("MOVSS X12, (R8)")
+	g.i("ADDQ $4, R8")
+	g.i("LEAQ (R13)(R11*1), SI")
+	g.i("DECQ R12")
+	g.i("JNZ row")
+	g.i("VZEROUPPER")
+	g.i("RET")
+	g.line("")
+}
+
+// directQ4Pairs writes the AVX2 direct kernel for Q4_0, with the same
+// signature and results as direct's, but taking the blocks two at a time:
+// one vector holds the 16 quant bytes of blocks 2p and 2p+1, so one shift
+// and two masks give both blocks' nibbles, and VPMADDUBSW's 16-bit sums of
+// the low and the high nibbles' products (each at most 2·15·127 in
+// magnitude) can be added before widening. This wants the activation row
+// in the layout quantActQ4Pairs makes: per pair of blocks, 64 bytes
+// [a(2p)[0:16] a(2p+1)[0:16] a(2p)[16:32] a(2p+1)[16:32]], and a group's
+// scales and corrections in lane order 0 2 4 6 1 3 5 7, the order in which
+// three VPHADDD leave the 8 blocks' sums. The row's float lanes are kept
+// in that order too, and summed at the end as lanes (0+1, 2+3, 4+5, 6+7)
+// then pairwise: the canonical order.
+func (g *gen) directQ4Pairs(name string) {
+	g.line("// func %s(w *byte, rs, rows int, a *byte, nb int, out *float32)", name)
+	g.line("TEXT ·%s(SB), NOSPLIT, $0-48", name)
+	g.i("MOVQ w+0(FP), SI")
+	g.i("MOVQ rs+8(FP), R11")
+	g.i("MOVQ rows+16(FP), R12")
+	g.i("MOVQ out+40(FP), R8")
+	g.i("VMOVDQU nibMask<>(SB), Y14")
+	g.i("VMOVDQU ones16<>(SB), Y13")
+	g.line("")
+	g.line("row:")
+	g.i("MOVQ SI, R13")
+	g.i("MOVQ a+24(FP), DI")
+	g.i("MOVQ nb+32(FP), CX")
+	g.i("VXORPS Y12, Y12, Y12")
+	g.line("")
+	g.line("group:")
+	g.i("MOVQ CX, DX")
+	g.i("CMPQ DX, $8")
+	g.i("JLT partial")
+	g.i("MOVQ $8, DX")
+	g.line("partial:")
+	for p := range 4 {
+		g.i("VPXOR %s, %s, %s", y(p), y(p), y(p))
+	}
+	g.i("VPXOR X11, X11, X11")
+	const bs = 18
+	for p := range 4 {
+		b0, b1 := 2*p, 2*p+1
+		if p > 0 {
+			g.i("CMPQ DX, $%d", b0+1)
+			g.i("JLT blocks")
+		}
+		g.i("VMOVDQU %d(SI), X8", bs*b0+2)
+		g.i("VPINSRW $%d, %d(SI), X11, X11", p, bs*b0)
+		g.i("CMPQ DX, $%d", b1+1)
+		g.i("JLT one%d", p)
+		g.i("VINSERTI128 $1, %d(SI), Y8, Y8", bs*b1+2)
+		g.i("VPINSRW $%d, %d(SI), X11, X11", 4+p, bs*b1)
+		g.line("one%d:", p)
+		g.i("VPSRLW $4, Y8, Y9")
+		g.i("VPAND Y14, Y8, Y8")
+		g.i("VPAND Y14, Y9, Y9")
+		g.i("VPMADDUBSW %d(DI), Y8, Y8", 64*p)
+		g.i("VPMADDUBSW %d(DI), Y9, Y9", 64*p+32)
+		g.i("VPADDW Y9, Y8, Y8")
+		g.i("VPMADDWD Y13, Y8, %s", y(p))
+	}
+	g.line("blocks:")
+	// Y0 = [s0 s2 s4 s6 | s1 s3 s5 s7] of the blocks.
+	g.i("VPHADDD Y1, Y0, Y0")
+	g.i("VPHADDD Y3, Y2, Y2")
+	g.i("VPHADDD Y2, Y0, Y0")
+	g.i("VPADDD %d(DI), Y0, Y0", actInit)
+	g.i("VCVTDQ2PS Y0, Y0")
+	g.i("VCVTPH2PS X11, Y11")
+	g.i("VMULPS %d(DI), Y11, Y11", actScale)
+	g.i("VFMADD231PS Y0, Y11, Y12")
+	g.i("IMULQ $%d, DX", bs)
+	g.i("ADDQ DX, SI")
+	g.i("ADDQ $%d, DI", actGroup)
+	g.i("SUBQ $8, CX")
+	g.i("JGT group")
+	// Lanes 2p and 2p+1 of the canonical order are at p and 4+p.
+	g.i("VEXTRACTF128 $1, Y12, X0")
+	g.i("VADDPS X0, X12, X12")
+	g.i("VHADDPS X12, X12, X12")
+	g.i("VHADDPS X12, X12, X12")
 	g.i("MOVSS X12, (R8)")
 	g.i("ADDQ $4, R8")
 	g.i("LEAQ (R13)(R11*1), SI")
