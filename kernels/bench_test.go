@@ -252,3 +252,50 @@ func BenchmarkMatMulQ(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHeadsF16 scores one query per head against cache blocks of 16
+// rows × 12 heads of 64 (s110M's shape), as a decode step does: head by
+// head with DotTileF16, or all heads at once with DotHeadsF16, on 18
+// blocks that stay in cache and on blocks taken in turn from 192 MiB.
+// GB/s counts the cache bytes read.
+func BenchmarkHeadsF16(b *testing.B) {
+	const bs, heads, hd = 16, 12, 64
+	const kv = heads * hd
+	for _, nblk := range []int{18, 8192} {
+		blk := make([][]uint16, nblk)
+		for i := range blk {
+			blk[i] = make([]uint16, bs*kv)
+			for j := range blk[i] {
+				blk[i][j] = quant.F32ToF16(float32(j%100) / 100)
+			}
+		}
+		q := make([]float32, kv)
+		for i := range q {
+			q[i] = float32(i%7) / 7
+		}
+		out := make([]float32, heads*bs)
+		for _, all := range []bool{false, true} {
+			name := fmt.Sprintf("blocks=%d/perhead", nblk)
+			if all {
+				name = fmt.Sprintf("blocks=%d/heads", nblk)
+			}
+			b.Run(name, func(b *testing.B) {
+				k := 0
+				for b.Loop() {
+					for range 18 {
+						ks := blk[k%nblk]
+						k++
+						if all {
+							DotHeadsF16(out, bs, ks, kv, bs, q, heads, hd)
+							continue
+						}
+						for h := range heads {
+							DotTileF16(out[h*bs:], bs, ks[h*hd:], kv, bs, q[h*hd:], hd, 1, hd)
+						}
+					}
+				}
+				b.ReportMetric(float64(18*bs*kv*2*b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}
