@@ -440,32 +440,14 @@ func (g *gen) loopEnd() {
 // its missing blocks are skipped, leaving their lanes zero.
 func (g *gen) direct(name string, bs int, vnni bool) {
 	q4 := bs == 18
-	g.line("// func %s(w *byte, rs, rows int, a *byte, nb int, out *float32)", name)
-	g.line("TEXT ·%s(SB), NOSPLIT, $0-48", name)
-	g.i("MOVQ w+0(FP), SI")
-	g.i("MOVQ rs+8(FP), R11")
-	g.i("MOVQ rows+16(FP), R12")
-	g.i("MOVQ out+40(FP), R8")
+	mask := ""
 	switch {
 	case q4:
-		g.i("VMOVDQU nibMask<>(SB), Y14")
+		mask = "nibMask"
 	case vnni:
-		g.i("VMOVDQU signBytes<>(SB), Y14")
+		mask = "signBytes"
 	}
-	g.i("VMOVDQU ones16<>(SB), Y13")
-	g.line("")
-	g.line("row:")
-	g.i("MOVQ SI, R13") // start of the next row, less rs
-	g.i("MOVQ a+24(FP), DI")
-	g.i("MOVQ nb+32(FP), CX")
-	g.i("VXORPS Y12, Y12, Y12") // the row's float lanes
-	g.line("")
-	g.line("group:")
-	g.i("MOVQ CX, DX")
-	g.i("CMPQ DX, $8")
-	g.i("JLT partial")
-	g.i("MOVQ $8, DX")
-	g.line("partial:")
+	g.directHead(name, mask)
 	for j := range 8 {
 		g.i("VPXOR %s, %s, %s", y(j), y(j), y(j))
 	}
@@ -489,7 +471,50 @@ func (g *gen) direct(name string, bs int, vnni bool) {
 	g.i("VPERM2I128 $0x20, Y4, Y0, Y1")
 	g.i("VPERM2I128 $0x31, Y4, Y0, Y2")
 	g.i("VPADDD Y2, Y1, Y0")
-	if q4 || vnni {
+	g.directGroupEnd(bs, q4 || vnni)
+	// One row's sum, in the order reduce uses.
+	g.i("VHADDPS Y12, Y12, Y12")
+	g.i("VHADDPS Y12, Y12, Y12")
+	g.i("VEXTRACTF128 $1, Y12, X0")
+	g.i("VADDSS X0, X12, X12")
+	g.directRowEnd()
+}
+
+// directHead writes a direct kernel's start, up to its group loop's
+// "partial:", where DX is the group's block count (8, or fewer at the end
+// of the row); mask, if not empty, is the constant for Y14.
+func (g *gen) directHead(name, mask string) {
+	g.line("// func %s(w *byte, rs, rows int, a *byte, nb int, out *float32)", name)
+	g.line("TEXT ·%s(SB), NOSPLIT, $0-48", name)
+	g.i("MOVQ w+0(FP), SI")
+	g.i("MOVQ rs+8(FP), R11")
+	g.i("MOVQ rows+16(FP), R12")
+	g.i("MOVQ out+40(FP), R8")
+	if mask != "" {
+		g.i("VMOVDQU %s<>(SB), Y14", mask)
+	}
+	g.i("VMOVDQU ones16<>(SB), Y13")
+	g.line("")
+	g.line("row:")
+	g.i("MOVQ SI, R13") // start of the next row, less rs
+	g.i("MOVQ a+24(FP), DI")
+	g.i("MOVQ nb+32(FP), CX")
+	g.i("VXORPS Y12, Y12, Y12") // the row's float lanes
+	g.line("")
+	g.line("group:")
+	g.i("MOVQ CX, DX")
+	g.i("CMPQ DX, $8")
+	g.i("JLT partial")
+	g.i("MOVQ $8, DX")
+	g.line("partial:")
+}
+
+// directGroupEnd scales a group's 8 block sums in Y0 (plus the
+// activations' corrections if init) by the weight scales in X11 and the
+// activation scales, adds them to the row's lanes in Y12, and moves on to
+// the next group of bs-byte blocks.
+func (g *gen) directGroupEnd(bs int, init bool) {
+	if init {
 		g.i("VPADDD %d(DI), Y0, Y0", actInit)
 	}
 	g.i("VCVTDQ2PS Y0, Y0")
@@ -501,11 +526,10 @@ func (g *gen) direct(name string, bs int, vnni bool) {
 	g.i("ADDQ $%d, DI", actGroup)
 	g.i("SUBQ $8, CX")
 	g.i("JGT group")
-	// One row's sum, in the order reduce uses.
-	g.i("VHADDPS Y12, Y12, Y12")
-	g.i("VHADDPS Y12, Y12, Y12")
-	g.i("VEXTRACTF128 $1, Y12, X0")
-	g.i("VADDSS X0, X12, X12")
+}
+
+// directRowEnd stores the row's sum from X12 and moves on to the next row.
+func (g *gen) directRowEnd() {
 	g.i("MOVSS X12, (R8)")
 	g.i("ADDQ $4, R8")
 	g.i("LEAQ (R13)(R11*1), SI")
@@ -529,27 +553,7 @@ func (g *gen) direct(name string, bs int, vnni bool) {
 // in that order too, and summed at the end as lanes (0+1, 2+3, 4+5, 6+7)
 // then pairwise: the canonical order.
 func (g *gen) directQ4Pairs(name string) {
-	g.line("// func %s(w *byte, rs, rows int, a *byte, nb int, out *float32)", name)
-	g.line("TEXT ·%s(SB), NOSPLIT, $0-48", name)
-	g.i("MOVQ w+0(FP), SI")
-	g.i("MOVQ rs+8(FP), R11")
-	g.i("MOVQ rows+16(FP), R12")
-	g.i("MOVQ out+40(FP), R8")
-	g.i("VMOVDQU nibMask<>(SB), Y14")
-	g.i("VMOVDQU ones16<>(SB), Y13")
-	g.line("")
-	g.line("row:")
-	g.i("MOVQ SI, R13")
-	g.i("MOVQ a+24(FP), DI")
-	g.i("MOVQ nb+32(FP), CX")
-	g.i("VXORPS Y12, Y12, Y12")
-	g.line("")
-	g.line("group:")
-	g.i("MOVQ CX, DX")
-	g.i("CMPQ DX, $8")
-	g.i("JLT partial")
-	g.i("MOVQ $8, DX")
-	g.line("partial:")
+	g.directHead(name, "nibMask")
 	for p := range 4 {
 		g.i("VPXOR %s, %s, %s", y(p), y(p), y(p))
 	}
@@ -581,29 +585,13 @@ func (g *gen) directQ4Pairs(name string) {
 	g.i("VPHADDD Y1, Y0, Y0")
 	g.i("VPHADDD Y3, Y2, Y2")
 	g.i("VPHADDD Y2, Y0, Y0")
-	g.i("VPADDD %d(DI), Y0, Y0", actInit)
-	g.i("VCVTDQ2PS Y0, Y0")
-	g.i("VCVTPH2PS X11, Y11")
-	g.i("VMULPS %d(DI), Y11, Y11", actScale)
-	g.i("VFMADD231PS Y0, Y11, Y12")
-	g.i("IMULQ $%d, DX", bs)
-	g.i("ADDQ DX, SI")
-	g.i("ADDQ $%d, DI", actGroup)
-	g.i("SUBQ $8, CX")
-	g.i("JGT group")
+	g.directGroupEnd(bs, true)
 	// Lanes 2p and 2p+1 of the canonical order are at p and 4+p.
 	g.i("VEXTRACTF128 $1, Y12, X0")
 	g.i("VADDPS X0, X12, X12")
 	g.i("VHADDPS X12, X12, X12")
 	g.i("VHADDPS X12, X12, X12")
-	g.i("MOVSS X12, (R8)")
-	g.i("ADDQ $4, R8")
-	g.i("LEAQ (R13)(R11*1), SI")
-	g.i("DECQ R12")
-	g.i("JNZ row")
-	g.i("VZEROUPPER")
-	g.i("RET")
-	g.line("")
+	g.directRowEnd()
 }
 
 // block adds the products of block j (of bs bytes, at SI) with activation

@@ -358,13 +358,7 @@ func (g *gen) dotF16(isa string, c int) {
 				a[r] = f
 			}
 		}
-		g.i("VHADDPS %s, %s, %s", y(a[1]), y(a[0]), y(t0))
-		g.i("VHADDPS %s, %s, %s", y(a[3]), y(a[2]), y(t1))
-		g.i("VHADDPS %s, %s, %s", y(t1), y(t0), y(t0))
-		g.i("VEXTRACTF128 $1, %s, %s", y(t0), x(t1))
-		g.i("VADDPS %s, %s, %s", x(t1), x(t0), x(t0))
-		g.i("VMOVUPS %s, (R8)", x(t0))
-		g.i("ADDQ R9, R8")
+		g.reduce4(a, t0, t1)
 		free = append(free, a[:]...)
 	}
 	g.i("VZEROUPPER")
@@ -418,13 +412,7 @@ func (g *gen) dotHeads() {
 	g.i("ADDQ $32, DI")
 	g.i("DECQ CX")
 	g.i("JNZ loop")
-	g.i("VHADDPS Y1, Y0, Y12")
-	g.i("VHADDPS Y3, Y2, Y13")
-	g.i("VHADDPS Y13, Y12, Y12")
-	g.i("VEXTRACTF128 $1, Y12, X13")
-	g.i("VADDPS X13, X12, X12")
-	g.i("VMOVUPS X12, (R8)")
-	g.i("ADDQ R9, R8")
+	g.reduce4([4]int{0, 1, 2, 3}, 12, 13)
 	g.i("DECQ R12")
 	g.i("JNZ head")
 	g.i("VZEROUPPER")
@@ -483,6 +471,19 @@ func (g *gen) axpyHeads() {
 	g.i("VZEROUPPER")
 	g.i("RET")
 	g.line("")
+}
+
+// reduce4 sums the 8 lanes of each of 4 accumulators (registers a, below
+// 16) in the order ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), with t0 and t1 as
+// scratch, stores the 4 sums at (R8) and moves R8 on by R9.
+func (g *gen) reduce4(a [4]int, t0, t1 int) {
+	g.i("VHADDPS %s, %s, %s", y(a[1]), y(a[0]), y(t0))
+	g.i("VHADDPS %s, %s, %s", y(a[3]), y(a[2]), y(t1))
+	g.i("VHADDPS %s, %s, %s", y(t1), y(t0), y(t0))
+	g.i("VEXTRACTF128 $1, %s, %s", y(t0), x(t1))
+	g.i("VADDPS %s, %s, %s", x(t1), x(t0), x(t0))
+	g.i("VMOVUPS %s, (R8)", x(t0))
+	g.i("ADDQ R9, R8")
 }
 
 // Generate returns the assembly source.
