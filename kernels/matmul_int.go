@@ -302,9 +302,6 @@ type Tiles struct {
 	data []byte
 }
 
-// Bytes is the memory the tiles take.
-func (t *Tiles) Bytes() int { return len(t.data) }
-
 // PackTiles packs m's rows as the active kernel set's integer tiles want
 // them, so that products with many activation rows (prefill, batched
 // decoding) read them as they are instead of packing each panel at every
