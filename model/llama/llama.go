@@ -50,6 +50,8 @@ type Model struct {
 	seqNext   map[*kvcache.Seq]int
 	attnFunc  func(lo, hi int)
 	attn      attnArgs
+	rowsFunc  func(lo, hi int)
+	rows      rowArgs
 	tasks     []attnTask // this step's attention work
 	taskLen   int        // the most scores a task needs
 }
@@ -187,6 +189,7 @@ func Load(f *gguf.File, opts model.Options) (model.Model, error) {
 		pack(&m.output)
 	}
 	m.attnFunc = m.attendRange
+	m.rowsFunc = m.rowsRange
 	m.attnScale = float32(1 / math.Sqrt(float64(c.HeadDim)))
 	return m, nil
 }
@@ -399,42 +402,31 @@ func (m *Model) Forward(b *model.Batch, logits []float32) error {
 		}
 	}
 	xb, q, k, v, att := s.xb[:n*dim], s.q[:n*qDim], s.k[:n*kvDim], s.v[:n*kvDim], s.att[:n*qDim]
+	hb, hb2 := s.hb[:n*c.FFN], s.hb2[:n*c.FFN]
+	m.rows = rowArgs{b: b}
+	m.runRows(rowNorm, 0, m.layers[0].attnNorm, n)
 	for li := range m.layers {
 		l := &m.layers[li]
-		for i := range n {
-			kernels.RMSNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.attnNorm, m.eps)
-		}
 		kernels.MatMul(m.pool, q, l.wq, xb, n)
 		kernels.MatMul(m.pool, k, l.wk, xb, n)
 		kernels.MatMul(m.pool, v, l.wv, xb, n)
-		for i := range n {
-			if l.bq != nil {
-				kernels.Add(q[i*qDim:(i+1)*qDim], l.bq)
-				kernels.Add(k[i*kvDim:(i+1)*kvDim], l.bk)
-				kernels.Add(v[i*kvDim:(i+1)*kvDim], l.bv)
-			}
-			cs, sn := s.cos[i*half:(i+1)*half], s.sin[i*half:(i+1)*half]
-			m.rope(q[i*qDim:(i+1)*qDim], c.Heads, cs, sn)
-			m.rope(k[i*kvDim:(i+1)*kvDim], c.KVHeads, cs, sn)
-			seq, pos := b.Seqs[i], int(b.Pos[i])
-			seq.Store(li, pos, k[i*kvDim:(i+1)*kvDim], v[i*kvDim:(i+1)*kvDim])
-		}
+		m.runRows(rowRoPE, li, nil, n)
 		m.attn = attnArgs{b: b, layer: li, q: q, out: att, scores: s.scores}
 		m.pool.For(len(s.scores), m.attnFunc)
 		kernels.MatMul(m.pool, xb, l.wo, att, n)
-		kernels.Add(x, xb)
-
-		hb, hb2 := s.hb[:n*c.FFN], s.hb2[:n*c.FFN]
-		for i := range n {
-			kernels.RMSNorm(xb[i*dim:(i+1)*dim], x[i*dim:(i+1)*dim], l.ffnNorm, m.eps)
-		}
+		m.runRows(rowAddNorm, li, l.ffnNorm, n)
 		kernels.MatMul(m.pool, hb, l.gate, xb, n)
 		kernels.MatMul(m.pool, hb2, l.up, xb, n)
-		kernels.SiLUMul(hb, hb2)
+		m.runRows(rowSiLU, li, nil, n)
 		kernels.MatMul(m.pool, xb, l.down, hb, n)
-		kernels.Add(x, xb)
+		var next []float32 // the next layer's input norm, which this pass applies
+		if li+1 < len(m.layers) {
+			next = m.layers[li+1].attnNorm
+		}
+		m.runRows(rowAddNorm, li, next, n)
 	}
 	m.attn = attnArgs{}
+	m.rows = rowArgs{}
 	for seq, end := range m.seqNext {
 		seq.SetLen(end)
 	}
@@ -449,6 +441,75 @@ func (m *Model) Forward(b *model.Batch, logits []float32) error {
 		kernels.MatMul(m.pool, logits[:rows*c.Vocab], m.output, s.xs[:rows*dim], rows)
 	}
 	return nil
+}
+
+// The per-token work between a layer's matrix products, done by
+// rowsRange a token at a time (rowArgs.stage).
+const (
+	rowNorm    = iota // xb = RMSNorm(x)·norm
+	rowRoPE           // q, k, v get their biases, q and k their rotations; k and v go to the cache
+	rowAddNorm        // x += xb, then xb = RMSNorm(x)·norm if norm is not nil
+	rowSiLU           // hb = SiLU(hb)·hb2
+)
+
+// rowArgs is the input of the per-token work, kept in the model so the
+// parallel loop body is a method value made once at load.
+type rowArgs struct {
+	b     *model.Batch
+	stage int
+	layer int
+	norm  []float32
+}
+
+// rowParallelMin is the fewest activations (tokens × model width) whose
+// per-token work is spread over the pool: below it, waking the workers
+// costs more than the work.
+const rowParallelMin = 8 << 10
+
+// runRows does stage's per-token work for the n tokens of the step, split
+// over the pool when there is enough of it. Each token's results do not
+// depend on the split.
+func (m *Model) runRows(stage, layer int, norm []float32, n int) {
+	m.rows.stage, m.rows.layer, m.rows.norm = stage, layer, norm
+	if n*m.cfg.Dim < rowParallelMin {
+		m.rowsRange(0, n)
+		return
+	}
+	m.pool.For(n, m.rowsFunc)
+}
+
+// rowsRange does the per-token work of tokens [lo, hi).
+func (m *Model) rowsRange(lo, hi int) {
+	c := &m.cfg
+	s := &m.scratch
+	r := &m.rows
+	dim, ffn := c.Dim, c.FFN
+	for i := lo; i < hi; i++ {
+		x, xb := s.x[i*dim:(i+1)*dim], s.xb[i*dim:(i+1)*dim]
+		switch r.stage {
+		case rowNorm:
+			kernels.RMSNorm(xb, x, r.norm, m.eps)
+		case rowRoPE:
+			qDim, kvDim, half := c.Heads*c.HeadDim, c.KVDim(), m.ropeDim/2
+			q, k, v := s.q[i*qDim:(i+1)*qDim], s.k[i*kvDim:(i+1)*kvDim], s.v[i*kvDim:(i+1)*kvDim]
+			if l := &m.layers[r.layer]; l.bq != nil {
+				kernels.Add(q, l.bq)
+				kernels.Add(k, l.bk)
+				kernels.Add(v, l.bv)
+			}
+			cs, sn := s.cos[i*half:(i+1)*half], s.sin[i*half:(i+1)*half]
+			m.rope(q, c.Heads, cs, sn)
+			m.rope(k, c.KVHeads, cs, sn)
+			r.b.Seqs[i].Store(r.layer, int(r.b.Pos[i]), k, v)
+		case rowAddNorm:
+			kernels.Add(x, xb)
+			if r.norm != nil {
+				kernels.RMSNorm(xb, x, r.norm, m.eps)
+			}
+		case rowSiLU:
+			kernels.SiLUMul(s.hb[i*ffn:(i+1)*ffn], s.hb2[i*ffn:(i+1)*ffn])
+		}
+	}
 }
 
 // rope rotates each of heads vectors in x by the angles whose cosines and
