@@ -104,7 +104,7 @@ func axpyTileKernel(wide bool, nq, w int, out *float32, os int, p *float32, ps i
 // multiply-adds in the same order whichever way it is reached. The sizes
 // have been checked.
 func axpyTileAsm(wide bool, out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
-	lanes, maxQ := 8, 3
+	lanes, maxQ := 8, 2
 	if wide {
 		lanes, maxQ = 16, 4
 	}
@@ -163,13 +163,13 @@ func axpyTileF16AVX512_3x16(out *float32, os int, p *float32, ps int, v *uint16,
 func axpyTileF16AVX512_4x16(out *float32, os int, p *float32, ps int, v *uint16, vs int, nr int)
 
 //go:noescape
-func dotTileF16AVX2_4x1(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+func dotTileF16AVX2_4x1(w *uint16, ws int, x *float32, xs, steps int, out *float32, os, groups int)
 
 //go:noescape
-func dotTileF16AVX2_4x2(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+func dotTileF16AVX2_4x2(w *uint16, ws int, x *float32, xs, steps int, out *float32, os, groups int)
 
 //go:noescape
-func dotTileF16AVX2_4x3(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
+func dotTileF16AVX2_4x3(w *uint16, ws int, x *float32, xs, steps int, out *float32, os, groups int)
 
 //go:noescape
 func dotTileF16AVX512_4x1(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
@@ -252,7 +252,10 @@ func axpyTileF16Asm(wide bool, out []float32, os int, p []float32, ps, nc int, v
 	}
 }
 
-func dotTileF16Kernel(wide bool, c int, w *uint16, ws int, x *float32, xs, steps int, out *float32, os int) {
+// dotTileF16Kernel computes groups tiles of 4 rows × c float rows, the
+// float rows (and outputs) of each tile after the last's; AVX-512 takes
+// one group.
+func dotTileF16Kernel(wide bool, c int, w *uint16, ws int, x *float32, xs, steps int, out *float32, os, groups int) {
 	if wide {
 		switch c {
 		case 1:
@@ -274,11 +277,11 @@ func dotTileF16Kernel(wide bool, c int, w *uint16, ws int, x *float32, xs, steps
 	}
 	switch c {
 	case 1:
-		dotTileF16AVX2_4x1(w, ws, x, xs, steps, out, os)
+		dotTileF16AVX2_4x1(w, ws, x, xs, steps, out, os, groups)
 	case 2:
-		dotTileF16AVX2_4x2(w, ws, x, xs, steps, out, os)
+		dotTileF16AVX2_4x2(w, ws, x, xs, steps, out, os, groups)
 	case 3:
-		dotTileF16AVX2_4x3(w, ws, x, xs, steps, out, os)
+		dotTileF16AVX2_4x3(w, ws, x, xs, steps, out, os, groups)
 	default:
 		panic("kernels: no dot tile kernel")
 	}
@@ -296,14 +299,21 @@ func dotTileF16Asm(wide bool, out []float32, os int, w []uint16, ws, nr int, x [
 	steps := n / 8
 	_ = w[((nr+3)&^3-1)*ws+n-1]
 	for r := 0; r < nr; r += 4 {
-		for k := 0; k < nc; k += maxC {
+		k := 0
+		if !wide && r+4 <= nr && nc >= maxC {
+			// All full tiles of this block of rows in one call.
+			groups := nc / maxC
+			dotTileF16Kernel(false, maxC, &w[r*ws], 2*ws, &x[0], 4*xs, steps, &out[r], os, groups)
+			k = groups * maxC
+		}
+		for ; k < nc; k += maxC {
 			c := min(maxC, nc-k)
 			if r+4 <= nr {
-				dotTileF16Kernel(wide, c, &w[r*ws], 2*ws, &x[k*xs], 4*xs, steps, &out[k*os+r], os)
+				dotTileF16Kernel(wide, c, &w[r*ws], 2*ws, &x[k*xs], 4*xs, steps, &out[k*os+r], os, 1)
 				continue
 			}
 			var tmp [4 * 6]float32
-			dotTileF16Kernel(wide, c, &w[r*ws], 2*ws, &x[k*xs], 4*xs, steps, &tmp[0], 4)
+			dotTileF16Kernel(wide, c, &w[r*ws], 2*ws, &x[k*xs], 4*xs, steps, &tmp[0], 4, 1)
 			for j := range c {
 				copy(out[(k+j)*os+r:(k+j)*os+nr], tmp[4*j:4*j+nr-r])
 			}

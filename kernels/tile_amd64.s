@@ -1145,8 +1145,8 @@ done:
 	VZEROUPPER
 	RET
 
-// func dotTileF16AVX2_4x1(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
-TEXT ·dotTileF16AVX2_4x1(SB), NOSPLIT, $0-56
+// func dotTileF16AVX2_4x1(w *uint16, ws int, x *float32, xs, steps int, out *float32, os, groups int)
+TEXT ·dotTileF16AVX2_4x1(SB), NOSPLIT, $0-64
 	MOVQ w+0(FP), SI
 	MOVQ ws+8(FP), BX
 	MOVQ x+16(FP), DI
@@ -1155,6 +1155,13 @@ TEXT ·dotTileF16AVX2_4x1(SB), NOSPLIT, $0-56
 	MOVQ out+40(FP), R8
 	MOVQ os+48(FP), R9
 	SHLQ $2, R9
+	MOVQ groups+56(FP), R12
+	MOVQ SI, R13
+	MOVQ DI, R14
+group:
+	MOVQ R13, SI
+	MOVQ R14, DI
+	MOVQ steps+32(FP), CX
 	LEAQ (SI)(BX*2), R10
 	ADDQ BX, R10
 	VXORPS Y0, Y0, Y0
@@ -1183,11 +1190,14 @@ loop:
 	VADDPS X13, X12, X12
 	VMOVUPS X12, (R8)
 	ADDQ R9, R8
+	ADDQ DX, R14
+	DECQ R12
+	JNZ group
 	VZEROUPPER
 	RET
 
-// func dotTileF16AVX2_4x2(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
-TEXT ·dotTileF16AVX2_4x2(SB), NOSPLIT, $0-56
+// func dotTileF16AVX2_4x2(w *uint16, ws int, x *float32, xs, steps int, out *float32, os, groups int)
+TEXT ·dotTileF16AVX2_4x2(SB), NOSPLIT, $0-64
 	MOVQ w+0(FP), SI
 	MOVQ ws+8(FP), BX
 	MOVQ x+16(FP), DI
@@ -1196,6 +1206,13 @@ TEXT ·dotTileF16AVX2_4x2(SB), NOSPLIT, $0-56
 	MOVQ out+40(FP), R8
 	MOVQ os+48(FP), R9
 	SHLQ $2, R9
+	MOVQ groups+56(FP), R12
+	MOVQ SI, R13
+	MOVQ DI, R14
+group:
+	MOVQ R13, SI
+	MOVQ R14, DI
+	MOVQ steps+32(FP), CX
 	LEAQ (SI)(BX*2), R10
 	ADDQ BX, R10
 	VXORPS Y0, Y0, Y0
@@ -1240,11 +1257,15 @@ loop:
 	VADDPS X13, X12, X12
 	VMOVUPS X12, (R8)
 	ADDQ R9, R8
+	ADDQ DX, R14
+	ADDQ DX, R14
+	DECQ R12
+	JNZ group
 	VZEROUPPER
 	RET
 
-// func dotTileF16AVX2_4x3(w *uint16, ws int, x *float32, xs, steps int, out *float32, os int)
-TEXT ·dotTileF16AVX2_4x3(SB), NOSPLIT, $0-56
+// func dotTileF16AVX2_4x3(w *uint16, ws int, x *float32, xs, steps int, out *float32, os, groups int)
+TEXT ·dotTileF16AVX2_4x3(SB), NOSPLIT, $0-64
 	MOVQ w+0(FP), SI
 	MOVQ ws+8(FP), BX
 	MOVQ x+16(FP), DI
@@ -1253,6 +1274,13 @@ TEXT ·dotTileF16AVX2_4x3(SB), NOSPLIT, $0-56
 	MOVQ out+40(FP), R8
 	MOVQ os+48(FP), R9
 	SHLQ $2, R9
+	MOVQ groups+56(FP), R12
+	MOVQ SI, R13
+	MOVQ DI, R14
+group:
+	MOVQ R13, SI
+	MOVQ R14, DI
+	MOVQ steps+32(FP), CX
 	LEAQ (SI)(BX*2), R10
 	ADDQ BX, R10
 	VXORPS Y0, Y0, Y0
@@ -1313,6 +1341,11 @@ loop:
 	VADDPS X13, X12, X12
 	VMOVUPS X12, (R8)
 	ADDQ R9, R8
+	ADDQ DX, R14
+	ADDQ DX, R14
+	ADDQ DX, R14
+	DECQ R12
+	JNZ group
 	VZEROUPPER
 	RET
 
