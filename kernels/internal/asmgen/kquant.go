@@ -270,6 +270,7 @@ func (g *gen) kDirect(t kType, vnni bool) {
 	g.i("VXORPS Y12, Y12, Y12")
 	g.line("")
 	g.line("group:")
+	g.prefetch(t.blockSize())
 	regs := kRegs{mask: 14, a: 8, b: 9, h: 10, t: 11}
 	scratch := func(j int) int { return 8 + j%2 } // Q4_K, Q5_K: lo, hi in Y8, Y9
 	if t == kQ6 {

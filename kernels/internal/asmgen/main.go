@@ -447,7 +447,7 @@ func (g *gen) direct(name string, bs int, vnni bool) {
 	case vnni:
 		mask = "signBytes"
 	}
-	g.directHead(name, mask)
+	g.directHead(name, mask, 8*bs)
 	for j := range 8 {
 		g.i("VPXOR %s, %s, %s", y(j), y(j), y(j))
 	}
@@ -483,7 +483,7 @@ func (g *gen) direct(name string, bs int, vnni bool) {
 // directHead writes a direct kernel's start, up to its group loop's
 // "partial:", where DX is the group's block count (8, or fewer at the end
 // of the row); mask, if not empty, is the constant for Y14.
-func (g *gen) directHead(name, mask string) {
+func (g *gen) directHead(name, mask string, groupBytes int) {
 	g.line("// func %s(w *byte, rs, rows int, a *byte, nb int, out *float32)", name)
 	g.line("TEXT ·%s(SB), NOSPLIT, $0-48", name)
 	g.i("MOVQ w+0(FP), SI")
@@ -507,6 +507,23 @@ func (g *gen) directHead(name, mask string) {
 	g.i("JLT partial")
 	g.i("MOVQ $8, DX")
 	g.line("partial:")
+	g.prefetch(groupBytes)
+}
+
+// prefetchAhead is how far ahead of the weights being read a batch-1
+// kernel asks for them. One core's sequential stream does not keep
+// enough cache misses in flight to saturate memory by itself; with the
+// lines requested this far ahead (tuned on a Zen 3, where 1 and 4 KiB
+// were both slower) a decode step reads its weights about a quarter
+// faster.
+const prefetchAhead = 2048
+
+// prefetch requests the cache lines of the n bytes that lie prefetchAhead
+// bytes past SI, where the kernel reads n bytes per iteration.
+func (g *gen) prefetch(n int) {
+	for d := 0; d < n; d += 64 {
+		g.i("PREFETCHT0 %d(SI)", prefetchAhead+d)
+	}
 }
 
 // directGroupEnd scales a group's 8 block sums in Y0 (plus the
@@ -553,7 +570,7 @@ func (g *gen) directRowEnd() {
 // in that order too, and summed at the end as lanes (0+1, 2+3, 4+5, 6+7)
 // then pairwise: the canonical order.
 func (g *gen) directQ4Pairs(name string) {
-	g.directHead(name, "nibMask")
+	g.directHead(name, "nibMask", 8*18)
 	for p := range 4 {
 		g.i("VPXOR %s, %s, %s", y(p), y(p), y(p))
 	}
