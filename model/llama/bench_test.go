@@ -2,7 +2,6 @@ package llama
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -302,20 +301,7 @@ func BenchmarkPrefillAttention(b *testing.B) {
 	defer pool.Close()
 	shape := synth.Shapes["s110M"]
 	shape.Layers = 1
-	vf, err := gguf.Open(filepath.Join(sharedDir, "vocab", "ggml-vocab-llama-spm.gguf"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer vf.Close()
-	var buf bytes.Buffer
-	if err := synth.Write(&buf, "attn", shape, quant.Q8_0, vf); err != nil {
-		b.Fatal(err)
-	}
-	f, err := gguf.Parse(buf.Bytes())
-	if err != nil {
-		b.Fatal(err)
-	}
-	mm, err := model.Load(f, model.Options{Pool: pool})
+	mm, err := model.Load(synthFile(b, shape, quant.Q8_0), model.Options{Pool: pool})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,13 +1,10 @@
 package llama
 
 import (
-	"bytes"
 	"fmt"
 	"math"
-	"path/filepath"
 	"testing"
 
-	"github.com/spigot-llm/spigot/gguf"
 	"github.com/spigot-llm/spigot/internal/synth"
 	"github.com/spigot-llm/spigot/kernels"
 	"github.com/spigot-llm/spigot/kvcache"
@@ -24,11 +21,6 @@ import (
 // of integer-path types, whose products do not depend on the batch; float
 // weights' batch-1 products round differently from their tiles.
 func TestDecodeEqualsPrefill(t *testing.T) {
-	vf, err := gguf.Open(filepath.Join(sharedDir, "vocab", "ggml-vocab-llama-spm.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vf.Close()
 	pool := kernels.NewPool(2)
 	defer pool.Close()
 	for _, kv := range []int{4, 2} {
@@ -41,15 +33,7 @@ func TestDecodeEqualsPrefill(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				shape := synth.Shape{Dim: 256, Layers: 2, Heads: 4, KVHeads: kv, FFN: 512, Context: 256, Tied: true}
-				var buf bytes.Buffer
-				if err := synth.Write(&buf, "test", shape, typ, vf); err != nil {
-					t.Fatal(err)
-				}
-				f, err := gguf.Parse(buf.Bytes())
-				if err != nil {
-					t.Fatal(err)
-				}
-				m, err := model.Load(f, model.Options{Pool: pool, PackTiles: pack})
+				m, err := model.Load(synthFile(t, shape, typ), model.Options{Pool: pool, PackTiles: pack})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -2,6 +2,7 @@ package llama
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -11,12 +12,35 @@ import (
 
 	"github.com/spigot-llm/spigot/gguf"
 	"github.com/spigot-llm/spigot/gguf/llama2c"
+	"github.com/spigot-llm/spigot/internal/synth"
 	"github.com/spigot-llm/spigot/kernels"
 	"github.com/spigot-llm/spigot/kvcache"
 	"github.com/spigot-llm/spigot/model"
+	"github.com/spigot-llm/spigot/quant"
 )
 
 var sharedDir = filepath.Join("..", "..", "..", "shared")
+
+// synthFile is a model of the given shape and weight type with random
+// weights and the shared Llama vocabulary, as spigot synth writes it,
+// parsed from memory.
+func synthFile(tb testing.TB, shape synth.Shape, typ quant.Type) *gguf.File {
+	tb.Helper()
+	vocab, err := gguf.Open(filepath.Join(sharedDir, "vocab", "ggml-vocab-llama-spm.gguf"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer vocab.Close()
+	var buf bytes.Buffer
+	if err := synth.Write(&buf, "synth", shape, typ, vocab); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := gguf.Parse(buf.Bytes())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return f
+}
 
 // reference is one line of ../shared/reference/greedy-stories260K.jsonl:
 // llama.cpp's greedy continuation of a prompt.

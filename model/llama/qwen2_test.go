@@ -1,10 +1,8 @@
 package llama
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,20 +17,7 @@ var tiny = synth.Shape{Dim: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 96, Contex
 
 func tinyLlama(t *testing.T) *gguf.File {
 	t.Helper()
-	vocab, err := gguf.Open(filepath.Join(sharedDir, "vocab", "ggml-vocab-llama-spm.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vocab.Close()
-	var buf bytes.Buffer
-	if err := synth.Write(&buf, "tiny", tiny, quant.F32, vocab); err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.Parse(buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return synthFile(t, tiny, quant.F32)
 }
 
 // toQwen2 rewrites a llama file as qwen2: metadata keys renamed, the rows of
