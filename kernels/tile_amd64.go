@@ -104,7 +104,7 @@ func axpyTileKernel(wide bool, nq, w int, out *float32, os int, p *float32, ps i
 // multiply-adds in the same order whichever way it is reached. The sizes
 // have been checked.
 func axpyTileAsm(wide bool, out []float32, os int, p []float32, ps, nc int, v []float32, vs, nr, n int) {
-	lanes, maxQ := 8, 2
+	lanes, maxQ := 8, 3
 	if wide {
 		lanes, maxQ = 16, 4
 	}
